@@ -1,0 +1,69 @@
+"""Trainer callbacks: small overridable hooks for metrics, images and checkpoints.
+
+``RunDirWriter`` keeps everything a run produces in its local run directory (DESIGN §4):
+``metrics.jsonl``, ``samples/step_<n>.png``, ``plots/*.png``. Trackers (MLflow in ``ebm_jobs``)
+are further callbacks; the core never imports them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from torch import Tensor
+from torchvision.utils import make_grid, save_image
+
+from .plots import plot_energy_diff, plot_grad_norms
+
+if TYPE_CHECKING:
+    from .trainer import Trainer
+
+
+class Callback:
+    """Override what you need; every hook is a no-op by default."""
+
+    def on_fit_start(self, trainer: "Trainer") -> None: ...
+
+    def on_step_end(self, trainer: "Trainer", step: int, metrics: dict[str, float]) -> None: ...
+
+    def on_images(self, trainer: "Trainer", step: int, tag: str, images: Tensor) -> None: ...
+
+    def on_checkpoint(self, trainer: "Trainer", step: int, path: Path) -> None: ...
+
+    def on_fit_end(self, trainer: "Trainer") -> None: ...
+
+
+def image_grid(images: Tensor, path: str | Path, *, nrow: int = 8) -> Path:
+    """Save (B, C, H, W) images in [0, 1] as one PNG grid."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(images.detach().float().clamp(0, 1).cpu(), path, nrow=nrow, padding=1)
+    return path
+
+
+def chain_image(chain: list[Tensor], *, columns: int = 8) -> Tensor:
+    """A sampling chain as one picture (1, C, H, W): a row per round, a column per chain."""
+    rows = [make_grid(x[:columns].float().clamp(0, 1), nrow=columns, padding=1) for x in chain]
+    return make_grid(rows, nrow=1, padding=2)[None]
+
+
+class RunDirWriter(Callback):
+    """Metrics as JSON lines, image grids and the Fig. 8 / Fig. 9 plots under the run directory."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.paths: dict[str, Path] = {}
+
+    def on_step_end(self, trainer: "Trainer", step: int, metrics: dict[str, float]) -> None:
+        if step % trainer.cfg.train.log_every == 0 or "grad_norm/cd" in metrics:
+            with open(self.run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps({"step": step, **metrics}) + "\n")
+
+    def on_images(self, trainer: "Trainer", step: int, tag: str, images: Tensor) -> None:
+        name = f"step_{step}.png" if tag == "negatives" else f"{tag}.png"
+        self.paths[tag] = image_grid(images, self.run_dir / "samples" / name)
+
+    def on_fit_end(self, trainer: "Trainer") -> None:
+        self.paths["energy_diff"] = plot_energy_diff(trainer.history, self.run_dir / "plots" / "energy_diff.png")
+        self.paths["grad_norm"] = plot_grad_norms(trainer.history, self.run_dir / "plots" / "grad_norm.png")

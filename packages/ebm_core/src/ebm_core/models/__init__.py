@@ -1,0 +1,36 @@
+"""Energy networks: ``ResNetEnergy`` (conditional via FiLM) and ``MultiScaleEnergy``; ``build_model`` from config."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from ..config import ConfigError, ModelConfig
+from .multiscale import MultiScaleEnergy
+from .resnet import MIN_FEATURE_RES, ResNetEnergy
+
+__all__ = ["MultiScaleEnergy", "ResNetEnergy", "build_model", "per_scale_energies"]
+
+
+def build_model(cfg: ModelConfig, *, resolution: int, in_channels: int = 3) -> nn.Module:
+    """The energy network a config describes, for square images of ``resolution`` pixels."""
+
+    def net(res: int) -> ResNetEnergy:
+        return ResNetEnergy(resolution=res, in_channels=in_channels, base_width=cfg.base_width,
+                            channel_mults=cfg.channel_mults, blocks_per_stage=cfg.blocks_per_stage, norm=cfg.norm,
+                            activation=cfg.activation, attention_res=cfg.attention_res,
+                            spectral_norm=cfg.spectral_norm, num_classes=cfg.num_classes)
+
+    if not cfg.multiscale:
+        return net(resolution)
+    factors = (1, 2, 4)
+    if resolution % 4 or resolution // 4 < MIN_FEATURE_RES:
+        raise ConfigError(f"model.multiscale: needs a resolution divisible by 4 and >= {4 * MIN_FEATURE_RES}, "
+                          f"got {resolution}")
+    return MultiScaleEnergy(nets=[net(resolution // f) for f in factors], factors=factors)
+
+
+def per_scale_energies(model: nn.Module, x: Tensor, y: Tensor | None = None) -> Tensor:
+    """Energies as (B, S): per scale for a multi-scale model, (B, 1) otherwise."""
+    if isinstance(model, MultiScaleEnergy):
+        return model.energies(x, y)
+    return model(x, y).unsqueeze(1)

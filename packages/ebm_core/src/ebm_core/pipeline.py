@@ -1,0 +1,60 @@
+"""Generation from a trained model (Algorithm 2) and loading models from checkpoints.
+
+The pipeline ties a model, the augmentation transition and the sampler together, the way a
+diffusers pipeline ties a network to a scheduler; none of the three knows of the others.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from .augment import Augment
+from .checkpoint import CheckpointError, load_checkpoint
+from .config import Config, ConfigError
+from .langevin import sample
+from .models import build_model
+
+
+def generate(model: nn.Module, cfg: Config, *, num_samples: int | None = None, labels: Tensor | None = None,
+             channels: int = 3, device: str | torch.device = "cpu", chain: list[Tensor] | None = None,
+             progress: bool = False) -> Tensor:
+    """Algorithm 2 with ``cfg.generate`` settings: from U(0, 1), N rounds of (augment, K steps), then settle.
+
+    With ``chain`` a list, the state after every round is appended to it (sampling-chain pictures).
+    """
+    g = cfg.generate
+    n = num_samples or g.num_samples
+    R = cfg.data.resolution
+    x0 = torch.rand((n, channels, R, R), device=device)
+    augment = Augment(cfg.augment, resolution=R, channels=channels)
+    was_training = model.training
+    model.eval()
+    try:
+        return sample(lambda x: model(x, labels), x0, rounds=g.rounds, steps=g.steps,
+                      step_size=g.step_size or cfg.sampler.step_size,
+                      noise=cfg.sampler.noise if g.noise is None else g.noise,
+                      transition=augment if cfg.augment.enabled else None, settle_rounds=g.settle_rounds,
+                      on_round=(lambda _, x: chain.append(x.cpu())) if chain is not None else None, progress=progress)
+    finally:
+        model.train(was_training)
+
+
+def load_model(path: str | Path, *, ema: bool = True, device: str | torch.device = "cpu") -> tuple[nn.Module, Config]:
+    """The energy network stored in a checkpoint (EMA weights by default) and its config."""
+    state = load_checkpoint(path, map_location=device)
+    try:
+        cfg = Config.from_dict(state["config"])
+    except ConfigError as e:
+        raise CheckpointError(f"checkpoint {path}: stored config is invalid ({e})") from e
+    model = build_model(cfg.model, resolution=cfg.data.resolution, in_channels=int(state.get("channels", 3)))
+    weights = state["model"]
+    if ema:  # AveragedModel keys are "module.<name>" plus its "n_averaged" counter
+        weights = {k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")}
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        raise CheckpointError(f"checkpoint {path}: weights do not fit the stored model config ({e})") from e
+    return model.to(device).eval(), cfg

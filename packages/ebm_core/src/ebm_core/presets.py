@@ -1,0 +1,59 @@
+"""Named experiments: functions that return a ``Config`` (torchtitan recipes, nanoGPT config files)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from .config import (AugmentConfig, BufferConfig, Config, ConfigError, DataConfig, GenerateConfig, LossConfig,
+                     ModelConfig, OptimConfig, SamplerConfig, TrainConfig)
+
+
+def cifar10() -> Config:
+    """The reference CIFAR-10 run of DESIGN §2 (one V100, about a day). Needs the CIFAR-10 files."""
+    return Config(
+        preset="cifar10",
+        data=DataConfig(name="cifar10", root="data/cifar10", resolution=32),
+        train=TrainConfig(iterations=20_000, batch_size=128, run_dir="runs/cifar10"),
+    )
+
+
+def demo() -> Config:
+    """A few CPU minutes on the embedded 16x16 shapes: recognisable samples, curves and a checkpoint."""
+    return Config(
+        preset="demo",
+        model=ModelConfig(base_width=32, channel_mults=(1, 2), norm="none", activation="swish",
+                          attention_res=None, multiscale=False),
+        sampler=SamplerConfig(steps=30, step_size=10.0, noise=0.005),
+        augment=AugmentConfig(crop_scale=(0.6, 1.0), color_jitter=(0.2, 0.2, 0.2, 0.05), jitter_p=0.5, grayscale_p=0.0),
+        buffer=BufferConfig(capacity=5_000, reinit_prob=0.05),
+        loss=LossConfig(ent_min_buffer=500),
+        optim=OptimConfig(lr=1e-3, ema_decay=0.99),
+        data=DataConfig(name="shapes", resolution=16, num_train=5_000),
+        generate=GenerateConfig(num_samples=64, rounds=4, steps=30, settle_rounds=2),
+        train=TrainConfig(iterations=800, batch_size=64, log_every=10, grad_norm_every=10, image_every=100,
+                          checkpoint_every=200, run_dir="runs/demo"),
+    )
+
+
+def test() -> Config:
+    """Seconds on a CPU: tiny model, few steps; every code path on (multi-scale, attention, KL terms)."""
+    return Config(
+        preset="test",
+        model=ModelConfig(base_width=8, channel_mults=(1, 2), attention_res=8, multiscale=True),
+        sampler=SamplerConfig(steps=5, step_size=10.0, noise=0.005),
+        buffer=BufferConfig(capacity=256, reinit_prob=0.05),
+        loss=LossConfig(ent_set_size=16, ent_min_buffer=16),
+        data=DataConfig(name="shapes", resolution=16, num_train=512),
+        generate=GenerateConfig(num_samples=8, rounds=1, steps=5, settle_rounds=1),
+        train=TrainConfig(iterations=6, batch_size=16, log_every=1, grad_norm_every=2, image_every=3,
+                          checkpoint_every=3, run_dir="runs/test", progress=False),
+    )
+
+
+PRESETS: dict[str, Callable[[], Config]] = {"cifar10": cifar10, "demo": demo, "test": test}
+
+
+def get_preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise ConfigError(f"preset: expected one of {sorted(PRESETS)}, got {name!r}")
+    return PRESETS[name]()

@@ -1,0 +1,265 @@
+"""Single-process trainer for improved contrastive divergence (Du et al. 2021, Algorithm 1).
+
+``Trainer.step()`` runs one iteration and returns its metrics; ``fit()`` loops with a progress
+bar, callbacks, periodic checkpoints and the divergence guard. Distributed training plugs in
+through ``grad_reduce`` (an in-place all-reduce of the gradient list) and ``rank``/``world_size``
+(data sharding); the trainer never imports a launcher or a tracker.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .augment import Augment
+from .buffer import ReplayBuffer
+from .callbacks import Callback, chain_image
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import Config, ConfigError
+from .data import ImageSet, dequantize, load_dataset
+from .ema import make_ema
+from .langevin import langevin
+from .losses import cd_loss, ent_loss, frozen, opt_loss
+from .models import build_model, per_scale_energies
+from .pipeline import generate
+
+GradReduce = Callable[[list[Tensor]], None]
+
+
+class DivergenceError(RuntimeError):
+    """Training diverged: a non-finite energy or |energy/pos| past the configured bound."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device: {name!r} asked for, but CUDA is not available here")
+    return torch.device(name)
+
+
+class Trainer:
+    """Algorithm 1 around one energy network, its EMA, optimiser and replay buffer."""
+
+    def __init__(self, cfg: Config, *, data: ImageSet | None = None, callbacks: Iterable[Callback] = (),
+                 grad_reduce: GradReduce | None = None, rank: int = 0, world_size: int = 1,
+                 device: str | torch.device | None = None) -> None:
+        self.cfg, self.rank, self.world_size = cfg, rank, world_size
+        self.device = torch.device(device) if device is not None else resolve_device(cfg.train.device)
+        self.data = data if data is not None else load_dataset(cfg.data, split="train")
+        per_rank = len(self.data) // world_size
+        if per_rank < cfg.train.batch_size:
+            raise ConfigError(f"train.batch_size: {cfg.train.batch_size} exceeds the {per_rank} training images "
+                              f"each of {world_size} worker(s) holds")
+        self.shape = tuple(self.data.images.shape[1:])  # (C, H, W)
+        if cfg.model.num_classes and tuple(cfg.model.num_classes) != tuple(self.data.num_classes):
+            raise ConfigError(f"model.num_classes: {list(cfg.model.num_classes)} does not match the dataset's "
+                              f"label cardinalities {list(self.data.num_classes)}")
+
+        torch.manual_seed(cfg.train.seed)  # same initial weights on every rank
+        self.model = build_model(cfg.model, resolution=cfg.data.resolution, in_channels=self.shape[0]).to(self.device)
+        self.n_scales = len(getattr(self.model, "factors", (1,)))
+        self.ema = make_ema(self.model, decay=cfg.optim.ema_decay)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas)
+        b = cfg.buffer
+        self.buffer = ReplayBuffer(capacity=b.capacity, reinit_prob=b.reinit_prob, mode=b.mode, storage=b.storage,
+                                   device=self.device)
+        self.augment = Augment(cfg.augment, resolution=cfg.data.resolution, channels=self.shape[0])
+        torch.manual_seed(cfg.train.seed * 1_000_003 + rank)  # chains differ across ranks
+
+        self.callbacks = list(callbacks)
+        self.grad_reduce = grad_reduce
+        self.step_count = 0
+        self.history: list[dict[str, float]] = []
+        self.last_checkpoint: Path | None = None
+        self.run_dir = Path(cfg.train.run_dir)
+
+    # data -----------------------------------------------------------------------------------------
+    def batch_indices(self, step: int) -> Tensor:
+        """Indices of this rank's batch at ``step``: a seeded permutation per epoch, sharded by rank.
+
+        Derived from the step alone, so resuming needs no data-loader state.
+        """
+        B, n = self.cfg.train.batch_size, len(self.data)
+        per_rank = n // self.world_size
+        per_epoch = per_rank // B
+        epoch, i = divmod(step, per_epoch)
+        g = torch.Generator().manual_seed(self.cfg.data.seed * 1_000_003 + epoch)
+        shard = torch.randperm(n, generator=g)[self.rank::self.world_size][:per_rank]
+        return shard[i * B:(i + 1) * B]
+
+    # one iteration ----------------------------------------------------------------------------------
+    def step(self) -> dict[str, float]:
+        """One iteration of Algorithm 1; returns its metrics (DESIGN §4 names)."""
+        cfg, it = self.cfg, self.step_count + 1
+        t0 = time.perf_counter()
+        model, B = self.model, cfg.train.batch_size
+        x_pos, y = self.data.batch(self.batch_indices(self.step_count))
+        x_pos, y = dequantize(x_pos.to(self.device)), y.to(self.device)  # 1. x+ ~ p_D
+        y = y if cfg.model.num_classes else None
+
+        x0, start_idx, _ = self.buffer.sample(B, self.shape, device=self.device)  # 2. starts from B or U
+        use_opt = cfg.loss.use_opt and cfg.loss.w_opt > 0
+        use_ent = cfg.loss.use_ent and cfg.loss.w_ent > 0 and len(self.buffer) >= cfg.loss.ent_min_buffer
+        X = self.buffer.reference_set(cfg.loss.ent_set_size, exclude=start_idx, device=self.device) if use_ent else None
+        x0 = self.augment(x0)  # 3. x~0 = D(x~0)
+
+        s = cfg.sampler  # 4-5. K Langevin steps; x- detached, x_hat through the last step
+        chains = langevin(lambda x: model(x, y), x0, steps=s.steps, step_size=s.step_size, noise=s.noise,
+                          differentiable_last=use_opt or use_ent)
+        x_neg, x_hat = chains.x, chains.x_hat
+
+        # 6. losses: one forward for E(x+) and E(x-), per-scale energies (B, S)
+        e = per_scale_energies(model, torch.cat([x_pos, x_neg]), None if y is None else torch.cat([y, y]))
+        e_pos, e_neg = e[:B], e[B:]
+        l_cd, l_reg = cd_loss(e_pos, e_neg, alpha=cfg.loss.alpha)  # Eq. 5
+        zero = torch.zeros((), device=self.device)
+        l_opt = opt_loss(frozen(model)(x_hat, y) / self.n_scales) if use_opt else zero  # Eq. 7
+        l_ent = ent_loss(x_hat, X, eps=cfg.loss.ent_eps) if use_ent else zero  # Eq. 8
+        self._guard(it, e_pos, e_neg)
+
+        loss_cd = l_cd + l_reg
+        loss_kl = cfg.loss.w_opt * l_opt + cfg.loss.w_ent * l_ent
+        params = [p for p in model.parameters() if p.requires_grad]
+        metrics: dict[str, float] = {}
+        if it % cfg.train.grad_norm_every == 0 or it == 1:  # Fig. 9: the two gradients apart
+            g_cd = torch.autograd.grad(loss_cd, params, retain_graph=True)
+            g_kl = (torch.autograd.grad(loss_kl, params, allow_unused=True, materialize_grads=True)
+                    if loss_kl.requires_grad else [torch.zeros_like(p) for p in params])
+            metrics["grad_norm/cd"] = _norm(g_cd)
+            metrics["grad_norm/kl"] = _norm(g_kl)
+            grads = [a + b for a, b in zip(g_cd, g_kl)]
+        else:
+            grads = list(torch.autograd.grad(loss_cd + loss_kl, params))
+        if self.grad_reduce is not None:
+            self.grad_reduce(grads)
+        for p, g in zip(params, grads):
+            p.grad = g
+        if cfg.optim.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
+        self.optimizer.step()  # 7. Adam, clipping, EMA
+        self.optimizer.zero_grad(set_to_none=True)
+        self.ema.update_parameters(model)
+        self.buffer.add(x_neg)  # 8. B <- B u x-
+
+        self.step_count = it
+        e_p, e_n = e_pos.mean().item(), e_neg.mean().item()
+        metrics.update({
+            "loss/cd": l_cd.item(), "loss/reg": l_reg.item(), "loss/kl_opt": l_opt.item(), "loss/kl_ent": l_ent.item(),
+            "energy/pos": e_p, "energy/neg": e_n, "energy/diff": e_p - e_n,
+            "perf/images_per_s": B / (time.perf_counter() - t0),
+        })
+        self.history.append({"step": it, **metrics})
+        self._last_negatives = x_neg
+        return metrics
+
+    def _guard(self, it: int, e_pos: Tensor, e_neg: Tensor) -> None:
+        """Divergence guard: stop before the update, pointing at the last good checkpoint."""
+        e_p, e_n = e_pos.mean().item(), e_neg.mean().item()
+        bound = self.cfg.train.energy_bound
+        if math.isfinite(e_p) and math.isfinite(e_n) and abs(e_p) <= bound:
+            return
+        last = str(self.last_checkpoint) if self.last_checkpoint else "none written yet"
+        raise DivergenceError(f"training diverged at iteration {it}: energy/pos={e_p:.4g}, energy/neg={e_n:.4g} "
+                              f"(bound |energy/pos| <= {bound}, train.energy_bound). Last good checkpoint: {last}")
+
+    # loop ----------------------------------------------------------------------------------------------
+    def fit(self, iterations: int | None = None, *, write_checkpoints: bool | None = None) -> dict[str, float]:
+        """Train until ``iterations`` (default ``cfg.train.iterations``) and return the last metrics."""
+        cfg = self.cfg.train
+        total = iterations or cfg.iterations
+        write = self.rank == 0 if write_checkpoints is None else write_checkpoints
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.rank == 0:
+            self.cfg.to_yaml(self.run_dir / "config.yaml")
+        for cb in self.callbacks:
+            cb.on_fit_start(self)
+        metrics: dict[str, float] = {}
+        bar = tqdm(total=total, initial=self.step_count, desc="train", disable=not cfg.progress or self.rank != 0,
+                   dynamic_ncols=True)
+        while self.step_count < total:
+            metrics = self.step()
+            it = self.step_count
+            for cb in self.callbacks:
+                cb.on_step_end(self, it, metrics)
+            if it % cfg.image_every == 0:
+                self._emit_images(it, "negatives", self._last_negatives[:64])
+            if write and (it % cfg.checkpoint_every == 0 or it == total):
+                self.save_checkpoint()
+            bar.set_postfix({"E+": f"{metrics['energy/pos']:.3f}", "diff": f"{metrics['energy/diff']:.3f}"})
+            bar.update(1)
+        bar.close()
+        for cb in self.callbacks:
+            cb.on_fit_end(self)
+        return metrics
+
+    def generate_samples(self, *, chain: bool = True) -> Tensor:
+        """Algorithm 2 with the EMA weights; emits 'samples_ema' (and 'chain') images to the callbacks."""
+        steps: list[Tensor] = []
+        y = None
+        if self.cfg.model.num_classes:
+            y = self.data.labels[torch.randint(len(self.data), (self.cfg.generate.num_samples,))].to(self.device)
+        x = generate(self.ema.module, self.cfg, labels=y, channels=self.shape[0], device=self.device,
+                     chain=steps if chain else None, progress=self.cfg.train.progress)
+        self._emit_images(self.step_count, "samples_ema", x)
+        if chain:
+            self._emit_images(self.step_count, "chain", chain_image(steps))
+        return x
+
+    def _emit_images(self, step: int, tag: str, images: Tensor) -> None:
+        for cb in self.callbacks:
+            cb.on_images(self, step, tag, images.detach().cpu())
+
+    # state -----------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything needed to resume exactly: weights, EMA, optimiser, buffer, RNG, step, config, history."""
+        return {"model": self.model.state_dict(), "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "buffer": self.buffer.state_dict(), "rng": rng_state(), "step": self.step_count,
+                "config": self.cfg.to_dict(), "history": self.history, "channels": self.shape[0]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.buffer.load_state_dict(state["buffer"])
+        set_rng_state(state["rng"])
+        self.step_count = int(state["step"])
+        self.history = list(state.get("history", []))
+
+    def save_checkpoint(self, path: str | Path | None = None, *, keep: int = 3) -> Path:
+        """Atomically write ``checkpoints/step_<n>.pt`` (keeping the newest ``keep``) and tell the callbacks."""
+        ckpt_dir = self.run_dir / "checkpoints"
+        path = Path(path) if path is not None else ckpt_dir / f"step_{self.step_count:07d}.pt"
+        save_checkpoint(self.state_dict(), path)
+        self.last_checkpoint = path
+        if path.parent == ckpt_dir:
+            for old in sorted(ckpt_dir.glob("step_*.pt"))[:-keep]:
+                old.unlink()
+        for cb in self.callbacks:
+            cb.on_checkpoint(self, self.step_count, path)
+        return path
+
+    def resume(self, path: str | Path) -> None:
+        """Continue from a checkpoint of this same configuration (weights_only load, validated)."""
+        state = load_checkpoint(path, map_location=self.device)
+        stored = Config.from_dict(state["config"])
+        for section in ("model", "data"):
+            if getattr(stored, section) != getattr(self.cfg, section):
+                raise ConfigError(f"resume: checkpoint {path} was trained with a different {section} config")
+        self.load_state_dict(state)
+        self.last_checkpoint = Path(path)
+
+
+def _norm(grads: Iterable[Tensor]) -> float:
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item()
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    ckpts = sorted((Path(run_dir) / "checkpoints").glob("step_*.pt"))
+    return ckpts[-1] if ckpts else None

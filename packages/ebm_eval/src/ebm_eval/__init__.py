@@ -1,0 +1,1 @@
+"""Evaluation of trained EBMs (FID/IS, OOD AUROC, compositional generation). Skeleton: issue 4."""
