@@ -21,16 +21,16 @@ def demo() -> Config:
     """A few CPU minutes on the embedded 16x16 shapes: recognisable samples, curves and a checkpoint."""
     return Config(
         preset="demo",
-        model=ModelConfig(base_width=32, channel_mults=(1, 2), norm="none", activation="swish",
+        model=ModelConfig(base_width=16, channel_mults=(1, 2, 2), norm="none", activation="swish",
                           attention_res=None, multiscale=False),
-        sampler=SamplerConfig(steps=30, step_size=10.0, noise=0.005),
+        sampler=SamplerConfig(steps=20, step_size=10.0, noise=0.005),
         augment=AugmentConfig(crop_scale=(0.6, 1.0), color_jitter=(0.2, 0.2, 0.2, 0.05), jitter_p=0.5, grayscale_p=0.0),
         buffer=BufferConfig(capacity=5_000, reinit_prob=0.05),
         loss=LossConfig(ent_min_buffer=500),
         optim=OptimConfig(lr=1e-3, ema_decay=0.99),
         data=DataConfig(name="shapes", resolution=16, num_train=5_000),
-        generate=GenerateConfig(num_samples=64, rounds=4, steps=30, settle_rounds=2),
-        train=TrainConfig(iterations=800, batch_size=64, log_every=10, grad_norm_every=10, image_every=100,
+        generate=GenerateConfig(num_samples=64, rounds=6, steps=30, settle_rounds=2),
+        train=TrainConfig(iterations=600, batch_size=64, log_every=10, grad_norm_every=10, image_every=100,
                           checkpoint_every=200, run_dir="runs/demo"),
     )
 

@@ -9,6 +9,7 @@ through ``grad_reduce`` (an in-place all-reduce of the gradient list) and ``rank
 from __future__ import annotations
 
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Iterable
@@ -182,7 +183,7 @@ class Trainer:
             cb.on_fit_start(self)
         metrics: dict[str, float] = {}
         bar = tqdm(total=total, initial=self.step_count, desc="train", disable=not cfg.progress or self.rank != 0,
-                   dynamic_ncols=True)
+                   dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 10.0)
         while self.step_count < total:
             metrics = self.step()
             it = self.step_count

@@ -1,0 +1,31 @@
+"""Shared fixtures: a quadratic toy energy with known gradients, and a seeded tiny config."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from ebm_core.presets import test as test_preset
+
+
+class Quadratic(nn.Module):
+    """E_theta(x) = 1/2 * theta * ||x||^2 per sample, with a scalar parameter theta."""
+
+    def __init__(self, theta: float = 1.0) -> None:
+        super().__init__()
+        self.theta = nn.Parameter(torch.tensor(float(theta), dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return 0.5 * self.theta * x.flatten(1).pow(2).sum(1)
+
+
+@pytest.fixture
+def quadratic() -> Quadratic:
+    return Quadratic(0.7)
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path):
+    torch.manual_seed(0)
+    return test_preset().override({"train.run_dir": str(tmp_path / "run")})

@@ -1,0 +1,39 @@
+"""The ``ebm`` command end to end on the test preset, and its error paths."""
+
+from ebm_core.cli import main
+
+
+def test_train_then_sample(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--preset", "test", "--run-dir", str(run)]) == 0
+    out = capsys.readouterr().out
+    for rel in ("samples/samples_ema.png", "samples/chain.png", "plots/energy_diff.png", "plots/grad_norm.png",
+                "checkpoints/step_0000006.pt", "metrics.jsonl", "config.yaml"):
+        assert (run / rel).is_file(), rel
+        assert str(run / rel) in out or rel in ("metrics.jsonl", "config.yaml") or "step_" in rel
+    png = tmp_path / "s.png"
+    assert main(["sample", str(run / "checkpoints/step_0000006.pt"), "--num", "4", "--out", str(png)]) == 0
+    assert png.is_file()
+    # the same run directory again is refused, and nothing in it is touched
+    stamp = (run / "checkpoints/step_0000006.pt").stat().st_mtime_ns
+    assert main(["train", "--preset", "test", "--run-dir", str(run)]) == 2
+    assert "already holds checkpoints" in capsys.readouterr().err
+    assert (run / "checkpoints/step_0000006.pt").stat().st_mtime_ns == stamp
+    # resuming continues to a later iteration
+    assert main(["train", "--preset", "test", "--run-dir", str(run), "--iterations", "8",
+                 "--resume", str(run / "checkpoints/step_0000006.pt")]) == 0
+    assert (run / "checkpoints/step_0000008.pt").is_file()
+
+
+def test_errors_are_clear(tmp_path, capsys):
+    assert main(["train", "--preset", "test", "--set", "loss.w_ent=-3", "--run-dir", str(tmp_path / "a")]) == 2
+    assert "loss.w_ent" in capsys.readouterr().err
+    assert main(["train", "--preset", "test", "--set", "data.name=cifar10", "--set", f"data.root={tmp_path}/none",
+                 "--run-dir", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path}/none" in err and "Expected layout" in err
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"garbage")
+    assert main(["sample", str(bad)]) == 2
+    assert "could not be read" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()

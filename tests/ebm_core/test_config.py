@@ -1,0 +1,65 @@
+"""Typed config: presets valid, YAML round trip, dotted overrides, errors naming the field."""
+
+import pytest
+
+from ebm_core.config import Config, ConfigError
+from ebm_core.presets import PRESETS, get_preset
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_presets_round_trip_through_yaml(name, tmp_path):
+    cfg = get_preset(name)
+    path = tmp_path / "c.yaml"
+    cfg.to_yaml(path)
+    assert Config.from_yaml(path) == cfg
+
+
+def test_cifar10_preset_holds_the_reference_hyperparameters():
+    c = get_preset("cifar10")
+    assert (c.sampler.step_size, c.sampler.noise, c.sampler.steps) == (100.0, 0.001, 40)
+    assert (c.buffer.capacity, c.buffer.reinit_prob, c.buffer.mode) == (10_000, 0.001, "fifo")
+    assert (c.loss.w_opt, c.loss.w_ent, c.loss.ent_set_size, c.loss.alpha) == (1.0, 0.3, 100, 1.0)
+    assert (c.optim.lr, c.optim.betas, c.optim.grad_clip) == (2e-4, (0.0, 0.9), 0.5)
+    assert (c.model.base_width, c.model.attention_res, c.model.multiscale, c.model.spectral_norm) == (64, 8, True, False)
+    assert c.train.batch_size == 128 and c.augment.crop_scale == (0.08, 1.0)
+
+
+def test_overrides_parse_values_and_keep_types():
+    cfg = get_preset("test").override(["loss.w_ent=0.5", "sampler.steps=7", "model.channel_mults=[1,2,4]",
+                                       "model.attention_res=null", "loss.alpha=1"])
+    assert cfg.loss.w_ent == 0.5 and cfg.sampler.steps == 7 and cfg.model.channel_mults == (1, 2, 4)
+    assert cfg.model.attention_res is None and isinstance(cfg.loss.alpha, float)
+
+
+@pytest.mark.parametrize("assignment, field", [
+    ("loss.w_ent=-1", "loss.w_ent"),
+    ("sampler.steps=0", "sampler.steps"),
+    ("sampler.steps=ten", "sampler.steps"),
+    ("buffer.storage=int4", "buffer.storage"),
+    ("model.norm=batch", "model.norm"),
+    ("data.resolution=256", "data.resolution"),
+    ("data.name=cifar10", "data.root"),
+    ("loss.nope=1", "loss.nope"),
+    ("nosection.x=1", "nosection"),
+    ("train.iterations", "train.iterations"),
+])
+def test_bad_values_name_the_field(assignment, field):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        get_preset("test").override([assignment])
+
+
+def test_bad_yaml_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        Config.from_yaml(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        Config.from_yaml(bad)
+    bad.write_text("model:\n  widht: 3\n")
+    with pytest.raises(ConfigError, match="widht"):
+        Config.from_yaml(bad)
+
+
+def test_flat_view_for_trackers():
+    flat = get_preset("test").flat()
+    assert flat["loss.w_ent"] == 0.3 and flat["preset"] == "test"

@@ -1,0 +1,84 @@
+"""Datasets: embedded shapes and digits, local-file loaders, and clear errors for missing or bad files."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ebm_core.config import DataConfig
+from ebm_core.data import DatasetError, load_dataset
+from ebm_core.data.shapes import ATTRIBUTES, make_shapes
+
+
+def test_shapes_are_deterministic_and_seeded():
+    a, la = make_shapes(50, resolution=16, seed=3)
+    b, lb = make_shapes(50, resolution=16, seed=3)
+    c, _ = make_shapes(50, resolution=16, seed=4)
+    assert torch.equal(a, b) and torch.equal(la, lb) and not torch.equal(a, c)
+    assert a.dtype == torch.uint8 and a.shape == (50, 3, 16, 16)
+    assert la.shape == (50, len(ATTRIBUTES))
+    for j, k in enumerate(ATTRIBUTES.values()):
+        assert 0 <= la[:, j].min() and la[:, j].max() < k
+
+
+@pytest.mark.parametrize("res", [8, 24, 64])
+def test_shapes_any_resolution_and_splits(res):
+    cfg = DataConfig(name="shapes", resolution=res, num_train=100)
+    train, test = load_dataset(cfg), load_dataset(cfg, split="test")
+    assert train.images.shape == (100, 3, res, res) and len(test) == 20
+    assert not torch.equal(train.images[:20], test.images)
+
+
+def test_shape_attribute_is_visible():
+    # a large red circle and a large red square at the centre differ only in their corners
+    imgs, attrs = make_shapes(2000, resolution=32, seed=0)
+    centred = (attrs[:, 2] == 2) & (attrs[:, 3] == 1) & (attrs[:, 4] == 1)
+    circle = imgs[centred & (attrs[:, 0] == 0)].float().mean(0)
+    square = imgs[centred & (attrs[:, 0] == 1)].float().mean(0)
+    assert (square[:, 6, 6] - circle[:, 6, 6]).abs().sum() > 50
+
+
+def test_digits_from_scikit_learn():
+    d = load_dataset(DataConfig(name="digits", resolution=16))
+    assert d.images.shape[1:] == (3, 16, 16) and d.num_classes == (10,) and len(d) > 1000
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100", "svhn", "imagefolder", "imagenet32"])
+def test_missing_path_names_path_and_layout(name, tmp_path):
+    with pytest.raises(DatasetError) as e:
+        load_dataset(DataConfig(name=name, root=str(tmp_path / "nowhere")))
+    assert str(tmp_path / "nowhere") in str(e.value) and "Expected layout" in str(e.value)
+
+
+def test_empty_cifar_directory_is_reported(tmp_path):
+    with pytest.raises(DatasetError, match="cifar-10-batches-py"):
+        load_dataset(DataConfig(name="cifar10", root=str(tmp_path)))
+
+
+def test_imagefolder_from_files(tmp_path):
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for i in range(10):
+            Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(tmp_path / cls / f"{i}.png")
+    d = load_dataset(DataConfig(name="imagefolder", root=str(tmp_path), resolution=16))
+    assert d.images.shape == (18, 3, 16, 16) and set(d.labels.flatten().tolist()) == {0, 1}
+    (tmp_path / "a" / "broken.png").write_bytes(b"not a png")
+    raised = 0
+    for split in ("train", "test"):  # the broken file lands in exactly one split
+        try:
+            load_dataset(DataConfig(name="imagefolder", root=str(tmp_path), resolution=16), split=split)
+        except DatasetError as e:
+            assert "broken.png" in str(e)
+            raised += 1
+    assert raised == 1
+
+
+def test_imagenet32_npz(tmp_path):
+    data = np.random.default_rng(0).integers(0, 255, (6, 3072), dtype=np.uint8)
+    np.savez(tmp_path / "train_data_batch_1.npz", data=data, labels=np.arange(1, 7))
+    d = load_dataset(DataConfig(name="imagenet32", root=str(tmp_path), resolution=32))
+    assert d.images.shape == (6, 3, 32, 32) and d.labels.flatten().tolist() == list(range(6))
+    np.savez(tmp_path / "train_data_batch_1.npz", data=data[:, :100], labels=np.arange(6))
+    with pytest.raises(DatasetError, match=r"\(N, 3072\)"):
+        load_dataset(DataConfig(name="imagenet32", root=str(tmp_path), resolution=32))
