@@ -17,20 +17,22 @@ import torch
 
 REQUIRED_KEYS = ("format", "model", "ema", "optimizer", "buffer", "rng", "step", "config")
 FORMAT = "ebm_core.checkpoint/1"
+MODEL_FORMAT = "ebm_core.model/1"  # weights (EMA by default) and config only: what trackers store and evaluators read
+MODEL_KEYS = ("format", "model", "step", "config")
 
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, unreadable, or not one of ours; the message names the path."""
 
 
-def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+def save_checkpoint(state: dict[str, Any], path: str | Path, *, fmt: str = FORMAT) -> Path:
     """Write ``state`` to ``path`` atomically: a crash leaves the old file or the new one, never half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **state}, f)
+            torch.save({"format": fmt, **state}, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -40,8 +42,9 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read and validate a checkpoint written by ``save_checkpoint``."""
+def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu",
+                    allow_model: bool = False) -> dict[str, Any]:
+    """Read and validate a training checkpoint (or, with ``allow_model``, a model export too)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -49,9 +52,10 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises several types for truncated or foreign files
         raise CheckpointError(f"checkpoint {path} could not be read ({type(e).__name__}: {e})") from e
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"checkpoint {path} is not an ebm_core checkpoint (expected format {FORMAT!r})")
-    missing = [k for k in REQUIRED_KEYS if k not in state]
+    formats = {FORMAT: REQUIRED_KEYS, **({MODEL_FORMAT: MODEL_KEYS} if allow_model else {})}
+    if not isinstance(state, dict) or state.get("format") not in formats:
+        raise CheckpointError(f"checkpoint {path} is not an ebm_core checkpoint (expected format {' or '.join(formats)})")
+    missing = [k for k in formats[state["format"]] if k not in state]
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {missing}")
     return state

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import torch
@@ -125,6 +126,11 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("config", help="print a full config as YAML")
     config_args(c)
     c.set_defaults(func=_config)
+
+    # Further commands (`ebm sweep`, `ebm eval`) come from the installed packages that provide them,
+    # through the "ebm.commands" entry-point group: the core never imports them.
+    for ep in entry_points(group="ebm.commands"):
+        ep.load()(sub, config_args)
     return p
 
 
@@ -132,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, DatasetError, CheckpointError) as e:
+    except (ConfigError, DatasetError, CheckpointError, FileNotFoundError) as e:
         print(f"ebm: error: {e}", file=sys.stderr)
         return 2
     except DivergenceError as e:

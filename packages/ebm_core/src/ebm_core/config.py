@@ -205,6 +205,28 @@ class TrainConfig:
 
 
 @dataclass(kw_only=True)
+class JobsConfig:
+    """How ``ebm_jobs`` runs this config: Ray Train workers, fault tolerance, storage, MLflow tracking.
+
+    Plain values only: ``ebm_core`` reads none of them and imports neither Ray nor MLflow.
+    """
+
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: int = 1
+    max_failures: int = 0  # worker failures to recover from (restart from the latest checkpoint)
+    storage_path: str | None = None  # Ray Train storage; None: <run_dir>/ray_results; a shared or s3:// path on a cluster
+    tracking_uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///<run_dir>/mlflow.db
+    experiment: str = "ebm"
+
+    def __post_init__(self) -> None:
+        for name in ("num_workers", "cpus_per_worker"):
+            _check(isinstance(getattr(self, name), int) and getattr(self, name) >= 1, f"jobs.{name}", "an int >= 1", getattr(self, name))
+        _check(isinstance(self.max_failures, int) and self.max_failures >= -1, "jobs.max_failures", "an int >= -1 (-1: unlimited)", self.max_failures)
+        _check(bool(self.experiment), "jobs.experiment", "a non-empty name", self.experiment)
+
+
+@dataclass(kw_only=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
@@ -215,6 +237,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    jobs: JobsConfig = field(default_factory=JobsConfig)
     preset: str = "custom"
 
     def __post_init__(self) -> None:

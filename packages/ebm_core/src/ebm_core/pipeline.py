@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from .augment import Augment
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import FORMAT, MODEL_FORMAT, CheckpointError, load_checkpoint, save_checkpoint
 from .config import Config, ConfigError
 from .langevin import sample
 from .models import build_model
@@ -43,18 +43,28 @@ def generate(model: nn.Module, cfg: Config, *, num_samples: int | None = None, l
 
 
 def load_model(path: str | Path, *, ema: bool = True, device: str | torch.device = "cpu") -> tuple[nn.Module, Config]:
-    """The energy network stored in a checkpoint (EMA weights by default) and its config."""
-    state = load_checkpoint(path, map_location=device)
+    """The energy network stored in a checkpoint (EMA weights by default) or a model export, and its config."""
+    state = load_checkpoint(path, map_location=device, allow_model=True)
     try:
         cfg = Config.from_dict(state["config"])
     except ConfigError as e:
         raise CheckpointError(f"checkpoint {path}: stored config is invalid ({e})") from e
     model = build_model(cfg.model, resolution=cfg.data.resolution, in_channels=int(state.get("channels", 3)))
     weights = state["model"]
-    if ema:  # AveragedModel keys are "module.<name>" plus its "n_averaged" counter
+    if ema and state["format"] == FORMAT:  # AveragedModel keys are "module.<name>" plus its "n_averaged" counter
         weights = {k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")}
     try:
         model.load_state_dict(weights)
     except RuntimeError as e:
         raise CheckpointError(f"checkpoint {path}: weights do not fit the stored model config ({e})") from e
     return model.to(device).eval(), cfg
+
+
+def export_model(state: dict, path: str | Path, *, ema: bool = True) -> Path:
+    """Write a model export (EMA weights by default, config, step) from a trainer's ``state_dict()``: small,
+    enough for sampling and evaluation, loadable by ``load_model``."""
+    weights = state["model"]
+    if ema:
+        weights = {k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")}
+    return save_checkpoint({"model": weights, "config": state["config"], "step": state["step"],
+                            "channels": state.get("channels", 3), "ema": ema}, path, fmt=MODEL_FORMAT)

@@ -123,7 +123,6 @@ class Trainer:
         zero = torch.zeros((), device=self.device)
         l_opt = opt_loss(frozen(model)(x_hat, y) / self.n_scales) if use_opt else zero  # Eq. 7
         l_ent = ent_loss(x_hat, X, eps=cfg.loss.ent_eps) if use_ent else zero  # Eq. 8
-        self._guard(it, e_pos, e_neg)
 
         loss_cd = l_cd + l_reg
         loss_kl = cfg.loss.w_opt * l_opt + cfg.loss.w_ent * l_ent
@@ -138,8 +137,10 @@ class Trainer:
             grads = [a + b for a, b in zip(g_cd, g_kl)]
         else:
             grads = list(torch.autograd.grad(loss_cd + loss_kl, params))
-        if self.grad_reduce is not None:
-            self.grad_reduce(grads)
+        energies = torch.stack([e_pos.mean(), e_neg.mean()]).detach()  # (2,): reduced with the gradients,
+        if self.grad_reduce is not None:  # so every rank sees the same guard values and stops together
+            self.grad_reduce(grads + [energies])
+        self._guard(it, energies)
         for p, g in zip(params, grads):
             p.grad = g
         if cfg.optim.grad_clip is not None:
@@ -150,7 +151,7 @@ class Trainer:
         self.buffer.add(x_neg)  # 8. B <- B u x-
 
         self.step_count = it
-        e_p, e_n = e_pos.mean().item(), e_neg.mean().item()
+        e_p, e_n = energies.tolist()
         metrics.update({
             "loss/cd": l_cd.item(), "loss/reg": l_reg.item(), "loss/kl_opt": l_opt.item(), "loss/kl_ent": l_ent.item(),
             "energy/pos": e_p, "energy/neg": e_n, "energy/diff": e_p - e_n,
@@ -160,9 +161,9 @@ class Trainer:
         self._last_negatives = x_neg
         return metrics
 
-    def _guard(self, it: int, e_pos: Tensor, e_neg: Tensor) -> None:
+    def _guard(self, it: int, energies: Tensor) -> None:
         """Divergence guard: stop before the update, pointing at the last good checkpoint."""
-        e_p, e_n = e_pos.mean().item(), e_neg.mean().item()
+        e_p, e_n = energies.tolist()
         bound = self.cfg.train.energy_bound
         if math.isfinite(e_p) and math.isfinite(e_n) and abs(e_p) <= bound:
             return

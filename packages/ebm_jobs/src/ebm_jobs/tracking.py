@@ -1,0 +1,185 @@
+"""MLflow tracking of EBM training runs (DESIGN §4 names), as an ``ebm_core`` trainer callback.
+
+Everything a run writes lands in its local run directory first (``RunDirWriter``); this callback
+mirrors it to MLflow: the flattened config as parameters, the metrics per iteration, sample
+grids, the Fig. 8 / Fig. 9 plots, EMA model exports at every checkpoint and, at the end, a logged
+model that evaluation jobs load by URI. If the tracking server cannot be reached, the run says so
+once and goes on: its files are all in the run directory.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import urllib.request
+import warnings
+from pathlib import Path
+from typing import Any
+
+from ebm_core.callbacks import Callback, RunDirWriter
+from ebm_core.config import Config
+from ebm_core.pipeline import export_model
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+from mlflow.entities import Metric, Param, RunStatus, RunTag  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+MODEL_ARTIFACT = "model"  # runs:/<id>/model holds the logged model; its artifacts hold model.pt
+
+
+def resolve_tracking_uri(cfg: Config) -> str:
+    """Config, then $MLFLOW_TRACKING_URI, then an embedded SQLite store in the run directory."""
+    uri = cfg.jobs.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    return uri or local_store_uri(cfg.train.run_dir)
+
+
+def local_store_uri(run_dir: str | Path) -> str:
+    return f"sqlite:///{Path(run_dir).resolve() / 'mlflow.db'}"
+
+
+def server_reachable(uri: str, *, timeout: float = 3.0) -> bool:
+    """True for local stores; for http(s) servers, whether ``/health`` answers."""
+    if not uri.startswith(("http://", "https://")):
+        return True
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def run_tags(cfg: Config) -> dict[str, str]:
+    """Tags that make runs easy to compare in the UI."""
+    kl = [n for n, on in (("opt", cfg.loss.use_opt and cfg.loss.w_opt > 0), ("ent", cfg.loss.use_ent and cfg.loss.w_ent > 0)) if on]
+    return {"preset": cfg.preset, "dataset": cfg.data.name, "kl_terms": "+".join(kl) or "none",
+            "augment": str(cfg.augment.enabled).lower(), "multiscale": str(cfg.model.multiscale).lower(),
+            "git_commit": git_commit()}
+
+
+def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
+    """The experiment's id, creating it; SQLite/file stores keep artifacts next to the database."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if uri.startswith("sqlite:///"):
+        location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
+    return client.create_experiment(name, artifact_location=location)
+
+
+def start_run(cfg: Config, *, run_name: str | None = None, parent_run_id: str | None = None,
+              extra_tags: dict[str, str] | None = None) -> tuple[str, str]:
+    """Create the MLflow run of a training job, with params and tags; returns (tracking URI, run id).
+
+    Falls back to the local store in the run directory, with one warning, if the server is down.
+    """
+    uri = resolve_tracking_uri(cfg)
+    if not server_reachable(uri):
+        fallback = local_store_uri(cfg.train.run_dir)
+        warnings.warn(f"MLflow tracking server {uri} is unreachable; recording this run in {fallback} instead "
+                      f"(everything is also in {cfg.train.run_dir})", stacklevel=2)
+        uri = fallback
+    Path(cfg.train.run_dir).mkdir(parents=True, exist_ok=True)
+    client = MlflowClient(uri)
+    exp_id = ensure_experiment(client, cfg.jobs.experiment, uri)
+    tags = {**run_tags(cfg), **(extra_tags or {})}
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
+    run = client.create_run(exp_id, run_name=run_name, tags=tags)
+    params = [Param(k, str(v)[:6000]) for k, v in cfg.flat().items()]
+    for i in range(0, len(params), 100):
+        client.log_batch(run.info.run_id, params=params[i:i + 100])
+    return uri, run.info.run_id
+
+
+class MLflowCallback(Callback):
+    """Mirror a rank-0 trainer's metrics, images, plots and checkpoints into an existing MLflow run."""
+
+    def __init__(self, *, tracking_uri: str, run_id: str, writer: RunDirWriter, flush_every: int = 50) -> None:
+        self.uri, self.run_id, self.writer, self.flush_every = tracking_uri, run_id, writer, flush_every
+        self.client = MlflowClient(tracking_uri)
+        self.pending: list[Metric] = []
+        self.failed = False
+
+    def _safe(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> None:
+        """Call the tracker; on the first failure say so once and stop tracking (files stay in the run dir)."""
+        if self.failed:
+            return
+        try:
+            fn(*args, **kwargs)
+        except Exception as e:  # the server went away, a network error, a full disk on its side...
+            self.failed = True
+            warnings.warn(f"MLflow tracking at {self.uri} failed while logging {what} ({type(e).__name__}: {e}); "
+                          f"tracking stops here, the run goes on and keeps everything in {self.writer.run_dir}",
+                          stacklevel=2)
+
+    def flush(self) -> None:
+        batch, self.pending = self.pending, []
+        for i in range(0, len(batch), 1000):
+            self._safe("metrics", self.client.log_batch, self.run_id, metrics=batch[i:i + 1000])
+
+    def on_step_end(self, trainer, step: int, metrics: dict[str, float]) -> None:
+        ts = int(time.time() * 1000)
+        self.pending.extend(Metric(k, float(v), ts, step) for k, v in metrics.items())
+        if step % self.flush_every == 0:
+            self.flush()
+
+    def on_images(self, trainer, step: int, tag: str, images) -> None:
+        path = self.writer.paths.get(tag)
+        if path is not None:
+            self._safe(f"image {path.name}", self.client.log_artifact, self.run_id, str(path), "samples")
+
+    def on_checkpoint(self, trainer, step: int, path: Path) -> None:
+        self.flush()
+        export = export_model(trainer.state_dict(), Path(trainer.run_dir) / "exports" / f"ema_step_{step:07d}.pt")
+        self._safe("EMA checkpoint", self.client.log_artifact, self.run_id, str(export), "checkpoints")
+
+    def on_fit_end(self, trainer) -> None:
+        self.flush()
+        for key in ("energy_diff", "grad_norm"):
+            if key in self.writer.paths:
+                self._safe(f"plot {key}", self.client.log_artifact, self.run_id, str(self.writer.paths[key]), "plots")
+
+    def log_model(self, trainer) -> None:
+        """The logged model for evaluation jobs: ``runs:/<id>/model`` (pyfunc returning energies)."""
+        export = export_model(trainer.state_dict(), Path(trainer.run_dir) / "exports" / "model.pt")
+        self._safe("model", _log_pyfunc, self.uri, self.run_id, export)
+
+    def log_final_images(self) -> None:
+        for tag in ("samples_ema", "chain"):
+            if tag in self.writer.paths:
+                self._safe(f"image {tag}", self.client.log_artifact, self.run_id, str(self.writer.paths[tag]), "samples")
+
+    def end(self, status: str = "FINISHED", *, error: str | None = None) -> None:
+        self.flush()
+        if error:
+            self._safe("error tag", self.client.log_batch, self.run_id, tags=[RunTag("error", error[:5000])])
+        self._safe("status", self.client.set_terminated, self.run_id, status=status)
+
+
+def _log_pyfunc(uri: str, run_id: str, export: Path) -> None:
+    import mlflow
+    import mlflow.pyfunc
+
+    from .pyfunc import EnergyModel
+
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run(run_id=run_id):
+        mlflow.pyfunc.log_model(name=MODEL_ARTIFACT, python_model=EnergyModel(), artifacts={"model": str(export)},
+                                pip_requirements=["ebm-core", "torch==2.14.1"])
+        mlflow.set_tag("logged_model_uri", f"runs:/{run_id}/{MODEL_ARTIFACT}")
+
+
+def terminal_status(ok: bool) -> str:
+    return RunStatus.to_string(RunStatus.FINISHED if ok else RunStatus.FAILED)

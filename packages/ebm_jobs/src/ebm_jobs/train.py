@@ -1,0 +1,134 @@
+"""Distributed training on Ray Train, recorded in MLflow; the entry point of ``ray job submit``.
+
+    python -m ebm_jobs.train --preset demo --set jobs.num_workers=2
+    ray job submit --address http://127.0.0.1:8265 --working-dir . -- python -m ebm_jobs.train --preset demo
+
+The driver checks the config, the run directory and the storage path, creates the MLflow run,
+then fits a ``TorchTrainer`` whose workers run ``worker.train_loop_per_worker``. With
+``jobs.max_failures`` > 0 a dead worker restarts the group from the latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+from ebm_core.config import Config, ConfigError  # noqa: E402
+from ebm_core.presets import PRESETS, get_preset  # noqa: E402
+from ebm_core.trainer import latest_checkpoint  # noqa: E402
+
+from .tracking import start_run  # noqa: E402
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    tracking_uri: str
+    run_id: str
+    metrics: dict[str, Any]
+    checkpoint_path: str | None
+    diverged: bool
+
+
+def storage_path(cfg: Config) -> str:
+    """Ray's storage: absolute local directory (created) or a URI (s3://, gs://, ...); checked before Ray starts."""
+    raw = cfg.jobs.storage_path or str(Path(cfg.train.run_dir) / "ray_results")
+    if "://" in raw:
+        return raw
+    path = Path(raw).expanduser().resolve()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"jobs.storage_path: cannot create {path} ({e.strerror})") from e
+    if not os.access(path, os.W_OK):
+        raise ConfigError(f"jobs.storage_path: {path} is not writable")
+    return str(path)
+
+
+def prepare(cfg: Config, *, resume: bool = False) -> Config:
+    """Absolute run directory (workers do not share the driver's working directory); never clobber a run."""
+    run_dir = Path(cfg.train.run_dir).expanduser().resolve()
+    existing = latest_checkpoint(run_dir)
+    if existing is not None and not resume:
+        raise ConfigError(f"train.run_dir {run_dir} already holds checkpoints ({existing.name}); choose another "
+                          f"directory (nothing was overwritten)")
+    return cfg.override({"train.run_dir": str(run_dir)})
+
+
+def fit(cfg: Config, *, run_name: str | None = None, parent_run_id: str | None = None,
+        extra_callbacks: Callable[[int], list] | None = None, tune_report: bool = False) -> TrainResult:
+    """Train ``cfg`` on Ray Train; returns where everything went and the last reported metrics."""
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from .worker import train_loop_per_worker
+
+    cfg = prepare(cfg)
+    storage = storage_path(cfg)
+    uri, run_id = start_run(cfg, run_name=run_name, parent_run_id=parent_run_id)
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=True)
+    j = cfg.jobs
+    callbacks = []
+    if tune_report:
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        callbacks.append(TuneReportCallback())
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"config": cfg.to_dict(), "tracking_uri": uri, "run_id": run_id,
+                           "extra_callbacks": extra_callbacks},
+        scaling_config=ScalingConfig(num_workers=j.num_workers, use_gpu=j.use_gpu,
+                                     resources_per_worker={"CPU": j.cpus_per_worker, **({"GPU": 1} if j.use_gpu else {})}),
+        run_config=RunConfig(name=run_name or f"ebm-{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=storage,
+                             failure_config=FailureConfig(max_failures=j.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2), callbacks=callbacks),
+    )
+    result = trainer.fit()
+    metrics = dict(result.metrics or {})
+    return TrainResult(run_dir=Path(cfg.train.run_dir), tracking_uri=uri, run_id=run_id, metrics=metrics,
+                       checkpoint_path=result.checkpoint.path if result.checkpoint else None,
+                       diverged=bool(metrics.get("diverged")))
+
+
+def ui_address(uri: str) -> str:
+    return uri if uri.startswith("http") else f"mlflow ui --backend-store-uri {uri}  (then http://127.0.0.1:5000)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ebm_jobs.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="demo", choices=sorted(PRESETS))
+    p.add_argument("--config", help="YAML config file; replaces --preset")
+    p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE", help="override a field (repeatable)")
+    p.add_argument("--run-dir", help="absolute run directory (default: <train.run_dir>/<date-time>)")
+    args = p.parse_args(argv)
+    try:
+        cfg = Config.from_yaml(args.config) if args.config else get_preset(args.preset)
+        cfg = cfg.override(args.set or [])
+        run_dir = args.run_dir or str(Path(cfg.train.run_dir) / time.strftime("%Y%m%d-%H%M%S"))
+        cfg = cfg.override({"train.run_dir": run_dir})
+        result = fit(cfg)
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"ebm_jobs.train: error: {e}", file=sys.stderr)
+        return 2
+    print(f"ebm_jobs.train: run directory {result.run_dir}")
+    print(f"ebm_jobs.train: MLflow run {result.run_id} at {ui_address(result.tracking_uri)}")
+    if result.diverged:
+        print(f"ebm_jobs.train: {result.metrics.get('error')}", file=sys.stderr)
+        return 3
+    print(f"ebm_jobs.train: final energy/diff {result.metrics.get('energy/diff'):.4f} at step {result.metrics.get('step')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

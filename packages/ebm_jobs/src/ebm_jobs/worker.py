@@ -1,0 +1,104 @@
+"""The Ray Train worker loop: it wraps ``ebm_core.Trainer`` and touches it in four marked places.
+
+(1) data sharded by rank, gradients averaged with ``all_reduce_mean`` over the process group that
+    ``TorchTrainer`` set up (gloo on CPU, NCCL on GPU); one replay buffer per worker;
+(2) restore from ``ray.train.get_checkpoint()`` after a failure: shared state from ``shared.pt``,
+    this rank's buffer and RNG states from ``rank_<r>.pt``;
+(3) report: every ``train.checkpoint_every`` iterations all ranks write their part of one Ray
+    checkpoint and call ``ray.train.report`` (a barrier); rank 0 also writes an ``ebm_core``
+    checkpoint in the run directory and mirrors everything to MLflow;
+(4) fit.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import ray.train
+import ray.train.torch
+import torch
+
+from ebm_core.callbacks import Callback, RunDirWriter
+from ebm_core.checkpoint import load_checkpoint, save_checkpoint
+from ebm_core.config import Config
+from ebm_core.distributed import all_reduce_mean
+from ebm_core.trainer import DivergenceError, Trainer
+
+from .tracking import MLflowCallback, terminal_status
+
+SHARED = "shared.pt"
+
+
+def rank_file(rank: int) -> str:
+    return f"rank_{rank}.pt"
+
+
+class RayReport(Callback):
+    """(3) Every checkpoint interval: a Ray checkpoint holding every worker's buffer, EMA, optimiser, RNG."""
+
+    def __init__(self, rank: int) -> None:
+        self.rank = rank
+
+    def on_step_end(self, trainer: Trainer, step: int, metrics: dict[str, float]) -> None:
+        cfg = trainer.cfg.train
+        if step % cfg.checkpoint_every and step != cfg.iterations:
+            return
+        state = trainer.state_dict()
+        with tempfile.TemporaryDirectory() as tmp:
+            save_checkpoint({"buffer": state["buffer"], "rng": state["rng"], "step": step}, Path(tmp) / rank_file(self.rank))
+            if self.rank == 0:
+                save_checkpoint({k: v for k, v in state.items() if k not in ("buffer", "rng")} | {"buffer": {}, "rng": {}},
+                                Path(tmp) / SHARED)
+                trainer.save_checkpoint()  # the ebm_core checkpoint in the run directory (and MLflow's EMA export)
+            ray.train.report({"step": step, **metrics}, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def restore(trainer: Trainer, checkpoint_dir: Path, rank: int) -> None:
+    """(2) Shared state plus this rank's own buffer and RNG states."""
+    mine = checkpoint_dir / rank_file(rank)
+    if not mine.is_file():
+        raise RuntimeError(f"checkpoint {checkpoint_dir} has no {mine.name}: it was written by fewer workers "
+                           f"than this run has; restart with the same jobs.num_workers")
+    shared = load_checkpoint(checkpoint_dir / SHARED)
+    own = torch.load(mine, weights_only=True)
+    trainer.load_state_dict({**shared, "buffer": own["buffer"], "rng": own["rng"]})
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """Runs in every Ray Train worker. ``loop_config``: config dict, MLflow URI and run id, extra callbacks."""
+    cfg = Config.from_dict(loop_config["config"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(cfg.jobs.cpus_per_worker)
+
+    callbacks: list[Callback] = []
+    tracker = None
+    if rank == 0:
+        writer = RunDirWriter(cfg.train.run_dir)
+        tracker = MLflowCallback(tracking_uri=loop_config["tracking_uri"], run_id=loop_config["run_id"], writer=writer,
+                                 flush_every=cfg.train.log_every)
+        callbacks += [writer, tracker]
+    factory: Callable[[int], list[Callback]] | None = loop_config.get("extra_callbacks")
+    callbacks += factory(rank) if factory else []
+    callbacks.append(RayReport(rank))  # last: the checkpoint it reports has seen every other callback
+
+    trainer = Trainer(cfg, callbacks=callbacks, grad_reduce=all_reduce_mean, rank=rank, world_size=world,  # (1)
+                      device=ray.train.torch.get_device())
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            restore(trainer, Path(d), rank)  # (2)
+    try:
+        trainer.fit(write_checkpoints=False)  # (4)
+    except DivergenceError as e:  # every rank sees the same reduced energies, so all stop here together
+        if tracker is not None:
+            tracker.end(terminal_status(False), error=str(e))
+        ray.train.report({"step": trainer.step_count, "diverged": 1.0, "error": str(e)})
+        return
+    if tracker is not None:
+        trainer.generate_samples()
+        tracker.log_final_images()
+        tracker.log_model(trainer)
+        tracker.end(terminal_status(True))
