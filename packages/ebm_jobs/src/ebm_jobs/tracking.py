@@ -135,6 +135,12 @@ class MLflowCallback(Callback):
         if step % self.flush_every == 0:
             self.flush()
 
+    def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        """Metrics computed outside the training loop (e.g. evaluation), logged at once."""
+        ts = int(time.time() * 1000)
+        self.pending.extend(Metric(k, float(v), ts, step) for k, v in metrics.items())
+        self.flush()
+
     def on_images(self, trainer, step: int, tag: str, images) -> None:
         path = self.writer.paths.get(tag)
         if path is not None:

@@ -1,0 +1,243 @@
+"""Hyperparameter and ablation sweeps on Ray Tune; every trial a nested MLflow run under one parent.
+
+    ebm sweep --preset demo --ablation                      # the five rows of Table 2
+    ebm sweep --preset test --grid loss.w_ent=0,0.3 --grid sampler.steps=5,10 --asha
+    python -m ebm_jobs.sweep --preset demo --ablation      # the same, for `ray job submit`
+
+A trial with ``jobs.num_workers == 1`` runs the core trainer inside the Tune trial (cheap on a
+laptop); with more workers it fits a ``TorchTrainer`` reporting to Tune. The summary table (trial,
+overrides, final ``energy/diff``, stability, quality) is printed and logged to the parent run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+from ebm_core.callbacks import Callback, RunDirWriter  # noqa: E402
+from ebm_core.config import Config, ConfigError  # noqa: E402
+from ebm_core.presets import PRESETS, get_preset  # noqa: E402
+from ebm_core.trainer import DivergenceError, Trainer  # noqa: E402
+
+from .tracking import MLflowCallback, start_run, terminal_status  # noqa: E402
+from .train import prepare, storage_path  # noqa: E402
+
+# Table 2 of the paper: L_opt, L_ent, data augmentation, multi-scale.
+ABLATION: list[tuple[str, dict[str, Any]]] = [
+    ("baseline", {"loss.use_opt": False, "loss.use_ent": False, "augment.enabled": False, "model.multiscale": False}),
+    ("aug", {"loss.use_opt": False, "loss.use_ent": False, "augment.enabled": True, "model.multiscale": False}),
+    ("aug+ms", {"loss.use_opt": False, "loss.use_ent": False, "augment.enabled": True, "model.multiscale": True}),
+    ("opt+aug+ms", {"loss.use_opt": True, "loss.use_ent": False, "augment.enabled": True, "model.multiscale": True}),
+    ("opt+ent+aug+ms", {"loss.use_opt": True, "loss.use_ent": True, "augment.enabled": True, "model.multiscale": True}),
+]
+
+
+def grid_trials(grid: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    """``["loss.w_ent=0,0.3", "sampler.steps=5,10"]`` -> the cartesian product as named override sets."""
+    import yaml
+
+    axes = []
+    for spec in grid:
+        if "=" not in spec:
+            raise ConfigError(f"--grid {spec!r}: expected section.field=v1,v2,...")
+        key, values = spec.split("=", 1)
+        axes.append([(key, yaml.safe_load(v)) for v in values.split(",")])
+    trials = []
+    for combo in itertools.product(*axes):
+        trials.append((",".join(f"{k}={v}" for k, v in combo), dict(combo)))
+    return trials
+
+
+def quality(trainer: Trainer) -> dict[str, float]:
+    """The quality metric available: ebm_eval's domain FID when installed, nothing otherwise."""
+    try:
+        from ebm_eval.quick import quick_quality
+    except ImportError:
+        return {}
+    return quick_quality(trainer)
+
+
+class TuneReport(Callback):
+    """Report the trainer's metrics to Tune every ``log_every`` iterations (ASHA decides on them)."""
+
+    def on_step_end(self, trainer: Trainer, step: int, metrics: dict[str, float]) -> None:
+        from ray import tune
+
+        if step % trainer.cfg.train.log_every == 0 or step == trainer.cfg.train.iterations:
+            tune.report({"step": step, **metrics})
+
+
+def run_trial(params: dict[str, Any]) -> None:
+    """One Tune trial: a nested MLflow run, the core trainer (or a TorchTrainer), a final report."""
+    from ray import tune
+
+    cfg = Config.from_dict(params["base"]).override(params["overrides"])
+    cfg = prepare(cfg.override({"train.run_dir": str(Path(params["sweep_dir"]) / params["name"]), "train.progress": False}))
+    if cfg.jobs.num_workers > 1:
+        from .train import fit
+
+        result = fit(cfg, run_name=params["name"], parent_run_id=params["parent_run_id"], tune_report=True)
+        final = {**result.metrics, "diverged": float(result.diverged), "run_id": result.run_id}
+        tune.report(final)
+        return
+    import torch
+
+    torch.set_num_threads(cfg.jobs.cpus_per_worker)
+    uri, run_id = start_run(cfg, run_name=params["name"], parent_run_id=params["parent_run_id"],
+                            extra_tags={"trial": params["name"]})
+    writer = RunDirWriter(cfg.train.run_dir)
+    tracker = MLflowCallback(tracking_uri=uri, run_id=run_id, writer=writer, flush_every=cfg.train.log_every)
+    trainer = Trainer(cfg, callbacks=[writer, tracker, TuneReport()], device="cpu" if not cfg.jobs.use_gpu else None)
+    try:
+        trainer.fit()
+    except DivergenceError as e:
+        tracker.on_fit_end(trainer)
+        tracker.end(terminal_status(False), error=str(e))
+        tune.report({"step": trainer.step_count, "diverged": 1.0, "run_id": run_id, **_tail(trainer)})
+        return
+    trainer.generate_samples()
+    tracker.log_final_images()
+    q = quality(trainer)
+    tracker.log_metrics(trainer.step_count, q)
+    tracker.log_model(trainer)
+    tracker.end(terminal_status(True))
+    tune.report({"step": trainer.step_count, "diverged": 0.0, "run_id": run_id, **_tail(trainer), **q})
+
+
+def _tail(trainer: Trainer) -> dict[str, float]:
+    """Final energy/diff and its largest magnitude over the last quarter of training."""
+    hist = [h["energy/diff"] for h in trainer.history]
+    if not hist:
+        return {}
+    last = hist[-max(1, len(hist) // 4):]
+    return {"energy/diff": hist[-1], "energy/diff_max_abs_last_quarter": max(abs(v) for v in last)}
+
+
+def summary_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| trial | overrides | final energy/diff | max abs diff (last 1/4) | stable | quality |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        q = ", ".join(f"{k}={v:.3f}" for k, v in r.items() if k.startswith("eval/")) or "n/a"
+        diff = r.get("energy/diff")
+        lines.append(f"| {r['trial']} | {r['overrides']} | {'n/a' if diff is None else f'{diff:.4f}'} | "
+                     f"{r.get('energy/diff_max_abs_last_quarter', float('nan')):.4f} | {'no' if r.get('diverged') else 'yes'} | {q} |")
+    return "\n".join(lines)
+
+
+def sweep(cfg: Config, trials: list[tuple[str, dict[str, Any]]], *, sweep_dir: str | Path, asha: bool = False,
+          max_concurrent: int | None = None, name: str | None = None) -> tuple[list[dict[str, Any]], str]:
+    """Run ``trials`` (name, overrides) under one parent MLflow run; returns the summary rows and the parent run id."""
+    import ray
+    from mlflow.tracking import MlflowClient
+    from ray import tune
+
+    for _, over in trials:  # every trial's config is checked before anything starts
+        cfg.override(over)
+    sweep_dir = Path(sweep_dir).expanduser().resolve()
+    parent_cfg = prepare(cfg.override({"train.run_dir": str(sweep_dir)}))
+    storage = storage_path(parent_cfg)
+    name = name or f"sweep-{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    uri, parent_id = start_run(parent_cfg, run_name=name, extra_tags={"sweep": "true", "trials": str(len(trials))})
+    base = parent_cfg.override({"jobs.tracking_uri": uri}).to_dict()
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False)
+    cpus = ray.cluster_resources().get("CPU", 1)
+    per_trial = cfg.jobs.cpus_per_worker if cfg.jobs.num_workers == 1 else 0.01
+    concurrency = max_concurrent or max(1, int(cpus // max(per_trial, 1)) if cfg.jobs.num_workers == 1 else 1)
+    space = {"trial": tune.grid_search(list(range(len(trials))))}
+
+    def trainable(config: dict[str, Any]) -> None:
+        trial_name, overrides = trials[config["trial"]]
+        run_trial({"base": base, "overrides": overrides, "name": trial_name, "sweep_dir": str(sweep_dir),
+                   "parent_run_id": parent_id})
+
+    scheduler = None
+    if asha:
+        from ray.tune.schedulers import ASHAScheduler
+
+        scheduler = ASHAScheduler(time_attr="step", max_t=cfg.train.iterations, grace_period=max(1, cfg.train.iterations // 4))
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": per_trial}),
+        param_space=space,
+        tune_config=tune.TuneConfig(max_concurrent_trials=concurrency, scheduler=scheduler,
+                                    metric="loss/cd" if asha else None, mode="min" if asha else None),
+        run_config=tune.RunConfig(name=name, storage_path=storage),
+    )
+    grid = tuner.fit()
+    rows = []
+    for res in grid:
+        idx = res.config["trial"]
+        m = dict(res.metrics or {})
+        rows.append({"trial": trials[idx][0], "overrides": json.dumps(trials[idx][1]), **{k: v for k, v in m.items()
+                     if k in ("energy/diff", "energy/diff_max_abs_last_quarter", "diverged", "run_id", "step") or k.startswith("eval/")}})
+        if res.error is not None:
+            rows[-1]["diverged"] = 1.0
+            rows[-1]["error"] = str(res.error)[:200]
+    rows.sort(key=lambda r: [t[0] for t in trials].index(r["trial"]))
+    table = summary_table(rows)
+    (sweep_dir / "summary.md").write_text(table + "\n")
+    (sweep_dir / "summary.json").write_text(json.dumps(rows, indent=2))
+    client = MlflowClient(uri)
+    client.log_artifact(parent_id, str(sweep_dir / "summary.md"))
+    client.log_artifact(parent_id, str(sweep_dir / "summary.json"))
+    client.set_terminated(parent_id, status=terminal_status(all(not r.get("error") for r in rows)))
+    return rows, parent_id
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ablation", action="store_true", help="the five rows of the paper's Table 2")
+    p.add_argument("--grid", action="append", default=[], metavar="SECTION.FIELD=V1,V2",
+                   help="a grid axis (repeatable; the trials are the cartesian product)")
+    p.add_argument("--asha", action="store_true", help="stop weak trials early with ASHA (on loss/cd)")
+    p.add_argument("--max-concurrent", type=int, help="trials at once (default: what the CPUs allow)")
+    p.add_argument("--sweep-dir", help="directory for the sweep (default: runs/sweeps/<date-time>)")
+    p.add_argument("--iterations", type=int, help="shortcut for --set train.iterations=N")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    cfg = Config.from_yaml(args.config) if args.config else get_preset(args.preset)
+    cfg = cfg.override((args.set or []) + ([f"train.iterations={args.iterations}"] if args.iterations else []))
+    trials = list(ABLATION) if args.ablation else []
+    trials += grid_trials(args.grid) if args.grid else []
+    if not trials:
+        raise ConfigError("ebm sweep: give --ablation and/or at least one --grid axis")
+    sweep_dir = args.sweep_dir or f"runs/sweeps/{time.strftime('%Y%m%d-%H%M%S')}"
+    rows, parent = sweep(cfg, trials, sweep_dir=sweep_dir, asha=args.asha, max_concurrent=args.max_concurrent)
+    print(summary_table(rows))
+    print(f"ebm sweep: parent MLflow run {parent}; summary in {Path(sweep_dir).resolve() / 'summary.md'}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction, config_args: Any) -> None:
+    """Entry point of the ``ebm.commands`` group: adds ``ebm sweep``."""
+    s = sub.add_parser("sweep", help="Ray Tune sweep or the Table 2 ablation, tracked in MLflow (ebm_jobs)")
+    config_args(s)
+    add_arguments(s)
+    s.set_defaults(func=run_from_args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ebm_jobs.sweep", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="demo", choices=sorted(PRESETS))
+    p.add_argument("--config")
+    p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE")
+    add_arguments(p)
+    try:
+        return run_from_args(p.parse_args(argv))
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"ebm_jobs.sweep: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
