@@ -1,0 +1,132 @@
+"""Ray Train around the core trainer, on a real local Ray and a real MLflow store."""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from ray import cloudpickle
+
+from ebm_core.callbacks import Callback
+from ebm_core.checkpoint import load_checkpoint
+from ebm_core.config import ConfigError
+from ebm_core.presets import get_preset
+from ebm_jobs.train import fit, main
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import test modules
+
+DESIGN_METRICS = {"loss/cd", "loss/reg", "loss/kl_opt", "loss/kl_ent", "energy/pos", "energy/neg", "energy/diff",
+                  "grad_norm/cd", "grad_norm/kl", "perf/images_per_s"}
+
+
+def digest(tensors) -> float:
+    return float(sum(t.double().sum() * (i + 1) for i, t in enumerate(tensors)))
+
+
+class Recorder(Callback):
+    """Writes, per rank, the parameters after each step and the restored state at every (re)start."""
+
+    def __init__(self, out: str, rank: int, kill_rank: int = -1, kill_step: int = -1) -> None:
+        self.out, self.rank, self.kill_rank, self.kill_step = Path(out), rank, kill_rank, kill_step
+
+    def _write(self, record: dict) -> None:
+        with open(self.out / f"rank{self.rank}.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def on_fit_start(self, trainer) -> None:
+        self._write({"event": "start", "step": trainer.step_count, "buffer": digest([trainer.buffer.data])
+                     if trainer.buffer.data is not None else None, "ema": digest(trainer.ema.parameters())})
+
+    def on_step_end(self, trainer, step, metrics) -> None:
+        self._write({"event": "step", "step": step, "params": digest(trainer.model.parameters())})
+        marker = self.out / "killed"
+        if self.rank == self.kill_rank and step == self.kill_step and not marker.exists():
+            marker.touch()
+            os._exit(1)  # a worker dies mid-run, once
+
+
+def recorders(out, kill_rank=-1, kill_step=-1):
+    return lambda rank: [Recorder(str(out), rank, kill_rank, kill_step)]
+
+
+def read(out, rank):
+    return [json.loads(line) for line in (Path(out) / f"rank{rank}.jsonl").read_text().splitlines()]
+
+
+def test_two_workers_keep_identical_weights_and_log_everything(ray_local, tmp_path):
+    cfg = get_preset("test").override({"train.run_dir": str(tmp_path / "run"), "jobs.num_workers": 2,
+                                  "train.iterations": 4, "train.checkpoint_every": 2})
+    out = tmp_path / "rec"
+    out.mkdir()
+    result = fit(cfg, extra_callbacks=recorders(out))
+    assert not result.diverged and result.metrics["step"] == 4
+    r0 = [r["params"] for r in read(out, 0) if r["event"] == "step"]
+    r1 = [r["params"] for r in read(out, 1) if r["event"] == "step"]
+    assert len(r0) == 4 and r0 == r1  # all-reduced gradients: the same update on both workers
+    ckpt_dir = Path(result.checkpoint_path)
+    assert {"shared.pt", "rank_0.pt", "rank_1.pt"} <= {p.name for p in ckpt_dir.iterdir()}
+    assert not torch.equal(torch.load(ckpt_dir / "rank_0.pt", weights_only=True)["buffer"]["data"],
+                           torch.load(ckpt_dir / "rank_1.pt", weights_only=True)["buffer"]["data"])  # one buffer each
+
+    client = MlflowClient(result.tracking_uri)
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert DESIGN_METRICS <= set(run.data.metrics)
+    assert run.data.params["loss.w_ent"] == "0.3" and run.data.tags["kl_terms"] == "opt+ent"
+    assert len(client.get_metric_history(result.run_id, "energy/diff")) == 4
+    arts = {a.path for d in ("samples", "plots", "checkpoints") for a in client.list_artifacts(result.run_id, d)}
+    assert {"plots/energy_diff.png", "plots/grad_norm.png", "samples/samples_ema.png"} <= arts
+    assert any(a.startswith("checkpoints/ema_step_") for a in arts)
+    mlflow.set_tracking_uri(result.tracking_uri)
+    model = mlflow.pyfunc.load_model(f"runs:/{result.run_id}/model")
+    assert model.predict(torch.rand(2, 3, 16, 16).numpy()).shape == (2,)
+
+
+def test_worker_failure_restores_from_the_latest_checkpoint(ray_local, tmp_path):
+    cfg = get_preset("test").override({"train.run_dir": str(tmp_path / "run"), "jobs.num_workers": 2, "jobs.max_failures": 1,
+                                  "train.iterations": 7, "train.checkpoint_every": 3})
+    out = tmp_path / "rec"
+    out.mkdir()
+    result = fit(cfg, extra_callbacks=recorders(out, kill_rank=1, kill_step=5))
+    assert (out / "killed").exists() and result.metrics["step"] == 7 and not result.diverged
+    starts = [r for r in read(out, 0) if r["event"] == "start"]
+    assert [s["step"] for s in starts] == [0, 3]  # restarted once, from the checkpoint at step 3
+    saved = load_checkpoint(Path(cfg.train.run_dir) / "checkpoints" / "step_0000003.pt")
+    assert starts[1]["buffer"] == digest([torch.cat([saved["buffer"]["data"],
+                                                      torch.zeros(cfg.buffer.capacity - saved["buffer"]["size"],
+                                                                  *saved["buffer"]["data"].shape[1:],
+                                                                  dtype=saved["buffer"]["data"].dtype)])])
+    ema = [v for k, v in saved["ema"].items() if k.startswith("module.")]
+    assert starts[1]["ema"] == pytest.approx(digest(ema))
+    logged = [json.loads(line)["step"] for line in (Path(cfg.train.run_dir) / "metrics.jsonl").read_text().splitlines()]
+    assert all(logged.count(s) == 1 for s in (1, 2, 3))  # nothing before the checkpoint ran twice
+    assert set(logged) == set(range(1, 8))
+    history = MlflowClient(result.tracking_uri).get_metric_history(result.run_id, "energy/diff")
+    assert all([h.step for h in history].count(s) == 1 for s in (1, 2, 3))
+
+
+def test_unreachable_tracking_server_falls_back_to_the_run_directory(ray_local, tmp_path):
+    cfg = get_preset("test").override({"train.run_dir": str(tmp_path / "run"), "train.iterations": 2,
+                                  "jobs.tracking_uri": "http://127.0.0.1:9"})  # nothing listens on port 9
+    with pytest.warns(UserWarning, match="unreachable") as caught:
+        result = fit(cfg)
+    assert sum("unreachable" in str(w.message) for w in caught) == 1
+    assert result.tracking_uri.startswith("sqlite:///") and str(tmp_path / "run") in result.tracking_uri
+    assert MlflowClient(result.tracking_uri).get_run(result.run_id).info.status == "FINISHED"
+    assert (tmp_path / "run" / "plots" / "energy_diff.png").is_file()
+
+
+def test_bad_inputs_fail_before_work(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("keep me")
+    cfg = get_preset("test").override({"train.run_dir": str(tmp_path / "run"), "jobs.storage_path": str(blocker / "sub")})
+    with pytest.raises(ConfigError, match="jobs.storage_path"):
+        fit(cfg)
+    assert blocker.read_text() == "keep me"
+    assert main(["--preset", "test", "--set", "sampler.steps=-1"]) == 2
+    assert "sampler.steps" in capsys.readouterr().err
+    assert main(["--preset", "test", "--set", "jobs.num_workers=0"]) == 2
