@@ -19,7 +19,11 @@ STATE="$(cd "$STATE" && pwd)"
 export RAY_USAGE_STATS_ENABLED=0 MLFLOW_DISABLE_TELEMETRY=true
 WHAT="${1:-all}"
 
-if [ "$WHAT" = all ] || [ "$WHAT" = ray ]; then
+up() { python -c "import urllib.request,sys; urllib.request.urlopen('$1', timeout=2)" 2>/dev/null; }
+
+if { [ "$WHAT" = all ] || [ "$WHAT" = ray ]; } && up "http://127.0.0.1:${RAY_DASHBOARD_PORT:-8265}/api/version"; then
+  echo "ray: already running, dashboard at http://127.0.0.1:${RAY_DASHBOARD_PORT:-8265}"
+elif [ "$WHAT" = all ] || [ "$WHAT" = ray ]; then
   ray start --head --port="${RAY_PORT:-6379}" --dashboard-host=127.0.0.1 \
     --dashboard-port="${RAY_DASHBOARD_PORT:-8265}" --node-ip-address=127.0.0.1 \
     ${RAY_NUM_CPUS:+--num-cpus="$RAY_NUM_CPUS"} --disable-usage-stats --temp-dir="${RAY_TEMP_DIR:-/tmp/ray}" \
@@ -27,15 +31,17 @@ if [ "$WHAT" = all ] || [ "$WHAT" = ray ]; then
   echo "ray: dashboard and job API at http://127.0.0.1:${RAY_DASHBOARD_PORT:-8265} (token auth on: clients set RAY_AUTH_MODE=token)"
 fi
 
-if [ "$WHAT" = all ] || [ "$WHAT" = mlflow ]; then
-  PORT="${MLFLOW_PORT:-5000}"
+PORT="${MLFLOW_PORT:-5000}"
+if { [ "$WHAT" = all ] || [ "$WHAT" = mlflow ]; } && up "http://127.0.0.1:$PORT/health"; then
+  echo "mlflow: already running at http://127.0.0.1:$PORT"
+elif [ "$WHAT" = all ] || [ "$WHAT" = mlflow ]; then
   MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false nohup mlflow server \
     --backend-store-uri "${MLFLOW_BACKEND_URI:-sqlite:///$STATE/mlflow.db}" \
     --artifacts-destination "${MLFLOW_ARTIFACTS:-$STATE/mlartifacts}" \
     --host 127.0.0.1 --port "$PORT" --workers 1 > "$STATE/mlflow.log" 2>&1 &
   echo $! > "$STATE/mlflow.pid"
   for _ in $(seq 1 60); do
-    if python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$PORT/health', timeout=2)" 2>/dev/null; then
+    if up "http://127.0.0.1:$PORT/health"; then
       echo "mlflow: UI and tracking server at http://127.0.0.1:$PORT"
       exit 0
     fi

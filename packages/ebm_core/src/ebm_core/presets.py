@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .config import (AugmentConfig, BufferConfig, Config, ConfigError, DataConfig, GenerateConfig, LossConfig,
-                     ModelConfig, OptimConfig, SamplerConfig, TrainConfig)
+from .config import (AugmentConfig, BufferConfig, Config, ConfigError, DataConfig, GenerateConfig, JobsConfig,
+                     LossConfig, ModelConfig, OptimConfig, SamplerConfig, TrainConfig)
 
 
 def cifar10() -> Config:
@@ -32,6 +32,7 @@ def demo() -> Config:
         generate=GenerateConfig(num_samples=64, rounds=6, steps=30, settle_rounds=2),
         train=TrainConfig(iterations=600, batch_size=64, log_every=10, grad_norm_every=10, image_every=100,
                           checkpoint_every=200, run_dir="runs/demo"),
+        jobs=JobsConfig(cpus_per_worker=2),  # one Ray worker using both cores of a small machine
     )
 
 

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The README's main command: install, start a local Ray head and MLflow server (infra/local/start.sh),
+# submit the demo training with `ray job submit`, wait for it, and print where to look.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$PWD"
+bash scripts/install.sh
+bash infra/local/start.sh
+RUN_DIR="$ROOT/runs/demo/$(date +%Y%m%d-%H%M%S)"
+export RAY_AUTH_MODE=token PATH="$ROOT/.venv/bin:$PATH"
+ray job submit --address http://127.0.0.1:8265 --working-dir . \
+  --runtime-env-json '{"excludes": ["runs/", ".services/", "*.db", "mlruns/", "benchmarks/results/"]}' \
+  -- python -m ebm_jobs.train --preset demo --run-dir "$RUN_DIR" --set jobs.tracking_uri=http://127.0.0.1:5000 "$@"
+RUN_ID="$(python -c "import mlflow.tracking as t, sys; c=t.MlflowClient('http://127.0.0.1:5000'); e=c.get_experiment_by_name('ebm'); r=c.search_runs([e.experiment_id], order_by=['attributes.start_time DESC'], max_results=1)[0]; print(e.experiment_id, r.info.run_id)")"
+echo
+echo "Run directory: $RUN_DIR (samples/, plots/, checkpoints/)"
+echo "MLflow UI:     http://127.0.0.1:5000/#/experiments/${RUN_ID% *}/runs/${RUN_ID#* }"
+echo "Ray dashboard: http://127.0.0.1:8265"
+echo "Stop both with: bash infra/local/stop.sh"
