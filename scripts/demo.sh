@@ -8,12 +8,15 @@ bash scripts/install.sh
 bash infra/local/start.sh
 RUN_DIR="$ROOT/runs/demo/$(date +%Y%m%d-%H%M%S)"
 export RAY_AUTH_MODE=token PATH="$ROOT/.venv/bin:$PATH"
+LOG="$(mktemp)"
 ray job submit --address http://127.0.0.1:8265 --working-dir . \
   --runtime-env-json '{"excludes": ["runs/", ".services/", "*.db", "mlruns/", "benchmarks/results/"]}' \
-  -- python -m ebm_jobs.train --preset demo --run-dir "$RUN_DIR" --set jobs.tracking_uri=http://127.0.0.1:5000 "$@"
-RUN_ID="$(python -c "import mlflow.tracking as t, sys; c=t.MlflowClient('http://127.0.0.1:5000'); e=c.get_experiment_by_name('ebm'); r=c.search_runs([e.experiment_id], order_by=['attributes.start_time DESC'], max_results=1)[0]; print(e.experiment_id, r.info.run_id)")"
+  -- python -m ebm_jobs.train --preset demo --run-dir "$RUN_DIR" --set jobs.tracking_uri=http://127.0.0.1:5000 "$@" \
+  2>&1 | tee "$LOG"
+grep -q "Job '.*' succeeded" "$LOG" || { echo "demo: the job did not succeed (log above)" >&2; exit 1; }
+UI="$(sed -n 's/.*ebm_jobs.train: MLflow UI \(.*\)$/\1/p' "$LOG" | tail -1)"
 echo
 echo "Run directory: $RUN_DIR (samples/, plots/, checkpoints/)"
-echo "MLflow UI:     http://127.0.0.1:5000/#/experiments/${RUN_ID% *}/runs/${RUN_ID#* }"
+echo "MLflow UI:     $UI"
 echo "Ray dashboard: http://127.0.0.1:8265"
 echo "Stop both with: bash infra/local/stop.sh"

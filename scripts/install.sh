@@ -9,9 +9,9 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 export PIP_DISABLE_PIP_VERSION_CHECK=1
-# torch/torchvision first, pinned: pip takes them from the local wheels on these machines.
-.venv/bin/pip install -q "torch==2.14.1" "torchvision==0.29.1" 2>&1 | grep -v "is ignored" || true
 EXTRA=""
 if [ "${1:-}" = "test" ]; then EXTRA="-r requirements-test.txt"; fi
-.venv/bin/pip install -q -e packages/ebm_core -e packages/ebm_eval -e packages/ebm_jobs $EXTRA 2>&1 | grep -v "is ignored" || true
+# One resolution for everything; torch/torchvision are pinned and come from the local wheels here.
+.venv/bin/pip install -q "torch==2.14.1" "torchvision==0.29.1" \
+  -e packages/ebm_core -e packages/ebm_eval -e packages/ebm_jobs $EXTRA 2>&1 | grep -v "is ignored" || true
 .venv/bin/python -c "import ebm_core, torch, torchvision" # fail loudly if the install did not take

@@ -80,6 +80,7 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self.last_checkpoint: Path | None = None
         self.run_dir = Path(cfg.train.run_dir)
+        self._last_negatives: Tensor | None = None  # x- of the latest step, for the image callbacks
 
     # data -----------------------------------------------------------------------------------------
     def batch_indices(self, step: int) -> Tensor:

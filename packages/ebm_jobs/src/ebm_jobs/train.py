@@ -100,8 +100,14 @@ def fit(cfg: Config, *, run_name: str | None = None, parent_run_id: str | None =
                        diverged=bool(metrics.get("diverged")))
 
 
-def ui_address(uri: str) -> str:
-    return uri if uri.startswith("http") else f"mlflow ui --backend-store-uri {uri}  (then http://127.0.0.1:5000)"
+def ui_address(uri: str, run_id: str) -> str:
+    """Where to look at a run: its page on a tracking server, or how to open a local store."""
+    if not uri.startswith("http"):
+        return f"run `mlflow ui --backend-store-uri {uri}`, then open http://127.0.0.1:5000"
+    from mlflow.tracking import MlflowClient
+
+    exp = MlflowClient(uri).get_run(run_id).info.experiment_id
+    return f"{uri.rstrip('/')}/#/experiments/{exp}/runs/{run_id}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ebm_jobs.train: error: {e}", file=sys.stderr)
         return 2
     print(f"ebm_jobs.train: run directory {result.run_dir}")
-    print(f"ebm_jobs.train: MLflow run {result.run_id} at {ui_address(result.tracking_uri)}")
+    print(f"ebm_jobs.train: MLflow run {result.run_id} at {result.tracking_uri}")
+    print(f"ebm_jobs.train: MLflow UI {ui_address(result.tracking_uri, result.run_id)}")
     if result.diverged:
         print(f"ebm_jobs.train: {result.metrics.get('error')}", file=sys.stderr)
         return 3
