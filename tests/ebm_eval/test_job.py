@@ -1,5 +1,7 @@
 """Evaluation jobs: a model stored in a real MLflow store gets its metrics and tables back; bad MODELs fail early."""
 
+import os
+
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -15,6 +17,7 @@ from ebm_jobs.tracking import MLflowCallback, start_run
 
 @pytest.fixture
 def stored_model(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("EBM_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no Inception weights: the domain path
     cfg = get_preset("test").override({"train.run_dir": str(tmp_path / "run"), "train.iterations": 2,
@@ -36,6 +39,7 @@ def test_eval_job_logs_back_to_the_model_run(stored_model, tmp_path):
                        sampler={"rounds": 1, "steps": 3})
     assert {"eval/fid_domain", "eval/is_domain", "eval/ood_auroc/average", "eval/ood_auroc_grad/textures"} <= set(results)
     assert "eval/fid" not in results  # domain scores are never reported under the Inception names
+    assert "MLFLOW_TRACKING_URI" not in os.environ  # no process-wide tracking URI left behind
     run = MlflowClient(uri).get_run(run_id)
     assert run.data.metrics["eval/fid_domain"] == pytest.approx(results["eval/fid_domain"])
     arts = {a.path for a in MlflowClient(uri).list_artifacts(run_id, "eval")}

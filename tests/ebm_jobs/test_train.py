@@ -57,7 +57,7 @@ def read(out, rank):
     return [json.loads(line) for line in (Path(out) / f"rank{rank}.jsonl").read_text().splitlines()]
 
 
-def test_two_workers_keep_identical_weights_and_log_everything(ray_local, tmp_path):
+def test_two_workers_keep_identical_weights_and_log_everything(ray_local, tmp_path, monkeypatch):
     cfg = get_preset("test").override({"train.run_dir": str(tmp_path / "run"), "jobs.num_workers": 2,
                                   "train.iterations": 4, "train.checkpoint_every": 2})
     out = tmp_path / "rec"
@@ -81,7 +81,7 @@ def test_two_workers_keep_identical_weights_and_log_everything(ray_local, tmp_pa
     arts = {a.path for d in ("samples", "plots", "checkpoints") for a in client.list_artifacts(result.run_id, d)}
     assert {"plots/energy_diff.png", "plots/grad_norm.png", "samples/samples_ema.png"} <= arts
     assert any(a.startswith("checkpoints/ema_step_") for a in arts)
-    mlflow.set_tracking_uri(result.tracking_uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", result.tracking_uri)  # scoped to this test
     model = mlflow.pyfunc.load_model(f"runs:/{result.run_id}/model")
     assert model.predict(torch.rand(2, 3, 16, 16).numpy()).shape == (2,)
 

@@ -58,19 +58,21 @@ def resolve_model(model: str, *, tracking_uri: str | None = None) -> ResolvedMod
                           "or an MLflow model URI (runs:/<run id>/model, models:/<name>/<version>)")
     import mlflow
 
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        mlflow.set_tracking_uri(uri)
-    try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model, dst_path=tempfile.mkdtemp(prefix="ebm-eval-")))
-        info = mlflow.models.get_model_info(model)
+    from ebm_jobs.tracking import fluent_tracking_uri
+
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
+    try:  # MLflow 3 resolves runs:/<id>/model to the logged model only through the fluent API
+        with fluent_tracking_uri(uri):
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model,
+                                                             dst_path=tempfile.mkdtemp(prefix="ebm-eval-")))
+            run_id = mlflow.models.get_model_info(model).run_id
     except Exception as e:
-        raise ConfigError(f"--model {model}: could not be fetched from MLflow at {mlflow.get_tracking_uri()} ({e})") from e
+        raise ConfigError(f"--model {model}: could not be fetched from MLflow at {uri} ({e})") from e
     found = sorted(local.rglob("model.pt"))
     if not found:
         raise CheckpointError(f"--model {model}: the MLflow model holds no ebm_core model export (artifacts/model.pt); "
                               "was it logged by ebm_jobs?")
-    return ResolvedModel(found[0], info.run_id, mlflow.get_tracking_uri())
+    return ResolvedModel(found[0], run_id, uri)
 
 
 def reference_stats(extractor: Extractor, data: ImageSet, cfg: Config, split: str, *, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -108,7 +110,8 @@ def make_extractor(cfg: Config, train: ImageSet, test: ImageSet, *, weights: str
     return ext
 
 
-def evaluate(model_arg: str, metrics: list[str], *, out: Path, num_samples: int = 500, tracking_uri: str | None = None,
+def evaluate(model_arg: str, metrics: list[str], *, out: Path, num_samples: int = 500, batch_size: int = 256,
+             ema: bool = True, tracking_uri: str | None = None,
              fid_weights: str | None = None, allow_download: bool = False, sampler: dict[str, Any] | None = None,
              comp_iterations: int = 300, comp_samples: int = 64, seed: int = 0, log: Any = print) -> dict[str, Any]:
     """Run the requested metrics on a stored model; returns {metric name: value} and writes the tables."""
@@ -116,7 +119,7 @@ def evaluate(model_arg: str, metrics: list[str], *, out: Path, num_samples: int 
     if unknown:
         raise ConfigError(f"--metrics: unknown {unknown}; choose from {list(METRICS)}")
     resolved = resolve_model(model_arg, tracking_uri=tracking_uri)
-    model, cfg = load_model(resolved.path)
+    model, cfg = load_model(resolved.path, ema=ema)
     if sampler:
         cfg = cfg.override({f"generate.{k}": v for k, v in sampler.items() if v is not None})
     if cfg.model.num_classes and any(m in metrics for m in ("fid", "is", "ood")):
@@ -134,9 +137,10 @@ def evaluate(model_arg: str, metrics: list[str], *, out: Path, num_samples: int 
     if "fid" in metrics or "is" in metrics or "comp" in metrics:
         extractor = make_extractor(cfg, train, test, weights=fid_weights, allow_download=allow_download, log=log)
     if "fid" in metrics or "is" in metrics:
-        log(f"sampling {num_samples} images (Algorithm 2: {cfg.generate.rounds} rounds x {cfg.generate.steps} steps, EMA)")
-        x = torch.cat([generate(model, cfg, num_samples=min(256, num_samples - i), channels=channels, progress=True)
-                       for i in range(0, num_samples, 256)])
+        log(f"sampling {num_samples} images (Algorithm 2: {cfg.generate.rounds} rounds x {cfg.generate.steps} steps, "
+            f"{'EMA' if ema else 'raw'} weights)")
+        x = torch.cat([generate(model, cfg, num_samples=min(batch_size, num_samples - i), channels=channels, progress=True)
+                       for i in range(0, num_samples, batch_size)])
         image_grid(x[:64], out / "samples.png")
         feats = extractor(x)
         sfx = extractor.metric_suffix
@@ -210,6 +214,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics", default="fid,is,ood", help=f"comma-separated, from {','.join(METRICS)}")
     p.add_argument("--out", help="output directory (default: runs/eval/<date-time>)")
     p.add_argument("--num-samples", type=int, default=500, help="generated samples for FID/IS; test images for OOD")
+    p.add_argument("--batch-size", type=int, default=256, help="chains sampled at once")
+    p.add_argument("--no-ema", action="store_true", help="evaluate the raw weights instead of the EMA")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI)")
     p.add_argument("--fid-weights", help="path of the FID Inception weights (pt_inception-2015-12-05)")
     p.add_argument("--allow-download", action="store_true", help="download the Inception weights if missing")
@@ -224,7 +230,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run_from_args(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/eval/{time.strftime('%Y%m%d-%H%M%S')}")
     results = evaluate(args.model, [m.strip() for m in args.metrics.split(",") if m.strip()], out=out,
-                       num_samples=args.num_samples, tracking_uri=args.tracking_uri, fid_weights=args.fid_weights,
+                       num_samples=args.num_samples, batch_size=args.batch_size, ema=not args.no_ema,
+                       tracking_uri=args.tracking_uri, fid_weights=args.fid_weights,
                        allow_download=args.allow_download,
                        sampler={"steps": args.steps, "rounds": args.rounds, "step_size": args.step_size, "noise": args.noise},
                        comp_iterations=args.comp_iterations, seed=args.seed)

@@ -8,7 +8,6 @@ used when their files exist locally.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -121,8 +120,3 @@ def ood_markdown(table: dict[str, dict[str, float]], *, model_name: str = "Ours"
         lines.append(f"| {label} | " + " | ".join(f"{row[s]:.3f}" for s in SCORE_FNS) + " |")
     return "\n".join(lines)
 
-
-def save_table(text: str, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text + "\n")
-    return path

@@ -14,8 +14,9 @@ import subprocess
 import time
 import urllib.request
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ebm_core.callbacks import Callback, RunDirWriter
 from ebm_core.config import Config
@@ -174,14 +175,28 @@ class MLflowCallback(Callback):
         self._safe("status", self.client.set_terminated, self.run_id, status=status)
 
 
+@contextmanager
+def fluent_tracking_uri(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API at ``uri`` for a block, then restore the process-wide URI and $MLFLOW_TRACKING_URI
+    (``mlflow.set_tracking_uri`` writes the variable, which would leak into later runs of this process)."""
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri  # private; mlflow is pinned to 3.17.2
+
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        with _use_tracking_uri(uri):
+            yield
+    finally:
+        if saved is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
+
+
 def _log_pyfunc(uri: str, run_id: str, export: Path) -> None:
     import mlflow
     import mlflow.pyfunc
 
     from .pyfunc import EnergyModel
 
-    mlflow.set_tracking_uri(uri)
-    with mlflow.start_run(run_id=run_id):
+    with fluent_tracking_uri(uri), mlflow.start_run(run_id=run_id):
         mlflow.pyfunc.log_model(name=MODEL_ARTIFACT, python_model=EnergyModel(), artifacts={"model": str(export)},
                                 pip_requirements=["ebm-core", "torch==2.14.1"])
         mlflow.set_tag("logged_model_uri", f"runs:/{run_id}/{MODEL_ARTIFACT}")
