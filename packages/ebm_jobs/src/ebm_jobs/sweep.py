@@ -67,12 +67,16 @@ def quality(trainer: Trainer) -> dict[str, float]:
 
 
 class TuneReport(Callback):
-    """Report the trainer's metrics to Tune every ``log_every`` iterations (ASHA decides on them)."""
+    """Report the trainer's metrics to Tune every ``log_every`` iterations (ASHA decides on them).
+
+    The last iteration is left to the trial's final report, which carries the summary fields: a
+    scheduler stops a trial once it reports ``step == max_t``.
+    """
 
     def on_step_end(self, trainer: Trainer, step: int, metrics: dict[str, float]) -> None:
         from ray import tune
 
-        if step % trainer.cfg.train.log_every == 0 or step == trainer.cfg.train.iterations:
+        if step % trainer.cfg.train.log_every == 0 and step < trainer.cfg.train.iterations:
             tune.report({"step": step, **metrics})
 
 
@@ -114,12 +118,21 @@ def run_trial(params: dict[str, Any]) -> None:
 
 
 def _tail(trainer: Trainer) -> dict[str, float]:
-    """Final energy/diff and its largest magnitude over the last quarter of training."""
-    hist = [h["energy/diff"] for h in trainer.history]
-    if not hist:
+    """The last iteration's metrics, plus the largest |energy/diff| over the last quarter of training."""
+    if not trainer.history:
         return {}
-    last = hist[-max(1, len(hist) // 4):]
-    return {"energy/diff": hist[-1], "energy/diff_max_abs_last_quarter": max(abs(v) for v in last)}
+    diffs = [h["energy/diff"] for h in trainer.history]
+    last = {k: v for k, v in trainer.history[-1].items() if k != "step"}
+    return {**last, "energy/diff_max_abs_last_quarter": max(abs(v) for v in diffs[-max(1, len(diffs) // 4):])}
+
+
+def status(row: dict[str, Any]) -> str:
+    """'yes' (finished stable), 'no (diverged at N)', or 'stopped at N' (early stopping, errors)."""
+    if row.get("diverged"):
+        return f"no (diverged at {row.get('step', '?')})"
+    if "run_id" in row:  # only the trial's final report carries it
+        return "yes"
+    return f"stopped at {row.get('step', '?')}" + (f" ({row['error']})" if row.get("error") else "")
 
 
 def summary_table(rows: list[dict[str, Any]]) -> str:
@@ -127,9 +140,9 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
              "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         q = ", ".join(f"{k}={v:.3f}" for k, v in r.items() if k.startswith("eval/")) or "n/a"
-        diff = r.get("energy/diff")
+        diff, tail = r.get("energy/diff"), r.get("energy/diff_max_abs_last_quarter")
         lines.append(f"| {r['trial']} | {r['overrides']} | {'n/a' if diff is None else f'{diff:.4f}'} | "
-                     f"{r.get('energy/diff_max_abs_last_quarter', float('nan')):.4f} | {'no' if r.get('diverged') else 'yes'} | {q} |")
+                     f"{'n/a' if tail is None else f'{tail:.4f}'} | {status(r)} | {q} |")
     return "\n".join(lines)
 
 
@@ -180,13 +193,16 @@ def sweep(cfg: Config, trials: list[tuple[str, dict[str, Any]]], *, sweep_dir: s
         rows.append({"trial": trials[idx][0], "overrides": json.dumps(trials[idx][1]), **{k: v for k, v in m.items()
                      if k in ("energy/diff", "energy/diff_max_abs_last_quarter", "diverged", "run_id", "step") or k.startswith("eval/")}})
         if res.error is not None:
-            rows[-1]["diverged"] = 1.0
-            rows[-1]["error"] = str(res.error)[:200]
+            rows[-1]["error"] = str(res.error).splitlines()[0][:200]
     rows.sort(key=lambda r: [t[0] for t in trials].index(r["trial"]))
     table = summary_table(rows)
     (sweep_dir / "summary.md").write_text(table + "\n")
     (sweep_dir / "summary.json").write_text(json.dumps(rows, indent=2))
     client = MlflowClient(uri)
+    for child in client.search_runs([client.get_run(parent_id).info.experiment_id],
+                                    f"tags.mlflow.parentRunId = '{parent_id}' and attributes.status = 'RUNNING'"):
+        client.set_tag(child.info.run_id, "stopped", "by the Tune scheduler or an error before the end")
+        client.set_terminated(child.info.run_id, status="KILLED")  # trials Tune stopped never ended their runs
     client.log_artifact(parent_id, str(sweep_dir / "summary.md"))
     client.log_artifact(parent_id, str(sweep_dir / "summary.json"))
     client.set_terminated(parent_id, status=terminal_status(all(not r.get("error") for r in rows)))
