@@ -2,8 +2,8 @@
 
     ebm train --preset demo                       # train on the embedded shapes, write samples/plots/checkpoint
     ebm train --preset demo --set loss.w_ent=0.3 --set sampler.steps=20
-    ebm train --config my.yaml --resume runs/x/checkpoints/step_0000800.pt
-    ebm sample runs/demo/<time>/checkpoints/step_0000800.pt --num 64 --out grid.png
+    ebm train --config my.yaml --resume runs/x/checkpoints/step_0000500.pt
+    ebm sample runs/demo/<time>/checkpoints/step_0000500.pt --num 64 --out grid.png
     ebm config --preset cifar10 > cifar10.yaml    # every field, to edit and pass back with --config
 """
 
@@ -130,7 +130,11 @@ def parser() -> argparse.ArgumentParser:
     # Further commands (`ebm sweep`, `ebm eval`) come from the installed packages that provide them,
     # through the "ebm.commands" entry-point group: the core never imports them.
     for ep in entry_points(group="ebm.commands"):
-        ep.load()(sub, config_args)
+        try:
+            ep.load()(sub, config_args)
+        except Exception as e:  # a broken plugin must not take `ebm train` down with it
+            print(f"ebm: warning: command {ep.name!r} from {ep.value} is unavailable ({type(e).__name__}: {e})",
+                  file=sys.stderr)
     return p
 
 

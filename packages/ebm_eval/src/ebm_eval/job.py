@@ -1,6 +1,6 @@
 """Evaluation jobs on stored models: FID/IS, OOD AUROC and compositional generation.
 
-    ebm eval --model runs/demo/<time>/checkpoints/step_0000600.pt --metrics fid,is,ood
+    ebm eval --model runs/demo/<time>/checkpoints/step_0000500.pt --metrics fid,is,ood
     ebm eval --model runs:/<run id>/model --metrics fid,is,ood,comp --tracking-uri http://127.0.0.1:5000
     ray job submit --address http://127.0.0.1:8265 --working-dir . -- python -m ebm_eval.job --model <MODEL> ...
 
@@ -32,6 +32,7 @@ from ebm_core.config import Config, ConfigError
 from ebm_core.data import DatasetError, ImageSet, load_dataset
 from ebm_core.pipeline import generate, load_model
 
+from .commands import add_arguments
 from .features import Extractor, InceptionExtractor, WeightsError, cache_dir, domain_extractor, find_inception_weights
 from .metrics import feature_stats, frechet_distance, inception_score
 
@@ -209,24 +210,6 @@ def _log_back(resolved: ResolvedModel, results: dict[str, float], out: Path) -> 
             client.log_artifact(resolved.run_id, str(f), "eval")
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="checkpoint path, MLflow run id, runs:/<id>/model or models:/<name>/<ver>")
-    p.add_argument("--metrics", default="fid,is,ood", help=f"comma-separated, from {','.join(METRICS)}")
-    p.add_argument("--out", help="output directory (default: runs/eval/<date-time>)")
-    p.add_argument("--num-samples", type=int, default=500, help="generated samples for FID/IS; test images for OOD")
-    p.add_argument("--batch-size", type=int, default=256, help="chains sampled at once")
-    p.add_argument("--no-ema", action="store_true", help="evaluate the raw weights instead of the EMA")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI)")
-    p.add_argument("--fid-weights", help="path of the FID Inception weights (pt_inception-2015-12-05)")
-    p.add_argument("--allow-download", action="store_true", help="download the Inception weights if missing")
-    p.add_argument("--steps", type=int, help="Langevin steps K per round (default: the model's generate.steps)")
-    p.add_argument("--rounds", type=int, help="augmentation rounds N")
-    p.add_argument("--step-size", type=float)
-    p.add_argument("--noise", type=float)
-    p.add_argument("--comp-iterations", type=int, default=300, help="training iterations of each attribute model")
-    p.add_argument("--seed", type=int, default=0)
-
-
 def run_from_args(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/eval/{time.strftime('%Y%m%d-%H%M%S')}")
     results = evaluate(args.model, [m.strip() for m in args.metrics.split(",") if m.strip()], out=out,
@@ -239,13 +222,6 @@ def run_from_args(args: argparse.Namespace) -> int:
         print(f"{k:32s} {v:.4f}")
     print(f"ebm eval: tables and grids in {out.resolve()}")
     return 0
-
-
-def register(sub: argparse._SubParsersAction, config_args: Any) -> None:
-    """Entry point of the ``ebm.commands`` group: adds ``ebm eval``."""
-    s = sub.add_parser("eval", help="FID/IS, OOD AUROC and composition on a stored model (ebm_eval)")
-    add_arguments(s)
-    s.set_defaults(func=run_from_args)
 
 
 def main(argv: list[str] | None = None) -> int:

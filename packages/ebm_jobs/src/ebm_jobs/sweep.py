@@ -28,6 +28,7 @@ from ebm_core.config import Config, ConfigError  # noqa: E402
 from ebm_core.presets import PRESETS, get_preset  # noqa: E402
 from ebm_core.trainer import DivergenceError, Trainer  # noqa: E402
 
+from .commands import add_arguments  # noqa: E402
 from .tracking import MLflowCallback, start_run, terminal_status  # noqa: E402
 from .train import prepare, storage_path  # noqa: E402
 
@@ -209,16 +210,6 @@ def sweep(cfg: Config, trials: list[tuple[str, dict[str, Any]]], *, sweep_dir: s
     return rows, parent_id
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ablation", action="store_true", help="the five rows of the paper's Table 2")
-    p.add_argument("--grid", action="append", default=[], metavar="SECTION.FIELD=V1,V2",
-                   help="a grid axis (repeatable; the trials are the cartesian product)")
-    p.add_argument("--asha", action="store_true", help="stop weak trials early with ASHA (on loss/cd)")
-    p.add_argument("--max-concurrent", type=int, help="trials at once (default: what the CPUs allow)")
-    p.add_argument("--sweep-dir", help="directory for the sweep (default: runs/sweeps/<date-time>)")
-    p.add_argument("--iterations", type=int, help="shortcut for --set train.iterations=N")
-
-
 def run_from_args(args: argparse.Namespace) -> int:
     cfg = Config.from_yaml(args.config) if args.config else get_preset(args.preset)
     cfg = cfg.override((args.set or []) + ([f"train.iterations={args.iterations}"] if args.iterations else []))
@@ -231,14 +222,6 @@ def run_from_args(args: argparse.Namespace) -> int:
     print(summary_table(rows))
     print(f"ebm sweep: parent MLflow run {parent}; summary in {Path(sweep_dir).resolve() / 'summary.md'}")
     return 0
-
-
-def register(sub: argparse._SubParsersAction, config_args: Any) -> None:
-    """Entry point of the ``ebm.commands`` group: adds ``ebm sweep``."""
-    s = sub.add_parser("sweep", help="Ray Tune sweep or the Table 2 ablation, tracked in MLflow (ebm_jobs)")
-    config_args(s)
-    add_arguments(s)
-    s.set_defaults(func=run_from_args)
 
 
 def main(argv: list[str] | None = None) -> int:
