@@ -37,3 +37,17 @@ def test_errors_are_clear(tmp_path, capsys):
     assert main(["sample", str(bad)]) == 2
     assert "could not be read" in capsys.readouterr().err
     assert not (tmp_path / "a").exists()
+
+
+def test_core_imports_neither_ray_nor_mlflow_and_plugins_register():
+    import subprocess
+    import sys
+
+    code = ("import sys, ebm_core, ebm_core.cli, ebm_core.trainer, ebm_core.pipeline; "
+            "p = ebm_core.cli.parser(); "
+            "heavy = [m for m in sys.modules if m.split('.')[0] in ('ray', 'mlflow', 'torch_fidelity')]; "
+            "assert not heavy, heavy[:5]; "
+            "print(' '.join(sorted(p._subparsers._group_actions[0].choices)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["config", "eval", "sample", "sweep", "train"]
