@@ -32,11 +32,14 @@ def test_errors_are_clear(tmp_path, capsys):
                  "--run-dir", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err
     assert f"{tmp_path}/none" in err and "Expected layout" in err
+    assert main(["train", "--preset", "test", "--set", "train.energy_bound=1e-9", "--run-dir", str(tmp_path / "d")]) == 3
+    assert "diverged at iteration 1" in capsys.readouterr().err
+    assert (tmp_path / "d" / "plots" / "energy_diff.png").is_file()  # the curves of a diverged run are kept
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"garbage")
     assert main(["sample", str(bad)]) == 2
     assert "could not be read" in capsys.readouterr().err
-    assert not (tmp_path / "a").exists()
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 def test_core_imports_neither_ray_nor_mlflow_and_plugins_register():

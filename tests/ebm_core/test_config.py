@@ -26,9 +26,10 @@ def test_cifar10_preset_holds_the_reference_hyperparameters():
 
 def test_overrides_parse_values_and_keep_types():
     cfg = get_preset("test").override(["loss.w_ent=0.5", "sampler.steps=7", "model.channel_mults=[1,2,4]",
-                                       "model.attention_res=null", "loss.alpha=1"])
+                                       "model.attention_res=null", "loss.alpha=1", "optim.lr=1e-4"])
     assert cfg.loss.w_ent == 0.5 and cfg.sampler.steps == 7 and cfg.model.channel_mults == (1, 2, 4)
     assert cfg.model.attention_res is None and isinstance(cfg.loss.alpha, float)
+    assert cfg.optim.lr == 1e-4  # YAML reads 1e-4 as a string; float fields accept it
 
 
 @pytest.mark.parametrize("assignment, field", [

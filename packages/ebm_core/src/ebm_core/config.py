@@ -333,6 +333,11 @@ def _coerce(name: str, tp: Any, v: Any) -> Any:
         _check(len(v) == len(args), name, f"a list of {len(args)} values", v)
         return tuple(_coerce(name, a, x) for a, x in zip(args, v))
     if tp is float:
+        if isinstance(v, str):  # YAML 1.1 reads "1e-9" (no dot) as a string
+            try:
+                v = float(v)
+            except ValueError:
+                pass
         _check(isinstance(v, (int, float)) and not isinstance(v, bool), name, "a number", v)
         return float(v)
     if tp is int:

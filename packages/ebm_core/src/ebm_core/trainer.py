@@ -186,20 +186,22 @@ class Trainer:
         metrics: dict[str, float] = {}
         bar = tqdm(total=total, initial=self.step_count, desc="train", disable=not cfg.progress or self.rank != 0,
                    dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 10.0)
-        while self.step_count < total:
-            metrics = self.step()
-            it = self.step_count
+        try:
+            while self.step_count < total:
+                metrics = self.step()
+                it = self.step_count
+                for cb in self.callbacks:
+                    cb.on_step_end(self, it, metrics)
+                if it % cfg.image_every == 0:
+                    self._emit_images(it, "negatives", self._last_negatives[:64])
+                if write and (it % cfg.checkpoint_every == 0 or it == total):
+                    self.save_checkpoint()
+                bar.set_postfix({"E+": f"{metrics['energy/pos']:.3f}", "diff": f"{metrics['energy/diff']:.3f}"})
+                bar.update(1)
+        finally:  # a diverged run still gets its curves: they show how it diverged
+            bar.close()
             for cb in self.callbacks:
-                cb.on_step_end(self, it, metrics)
-            if it % cfg.image_every == 0:
-                self._emit_images(it, "negatives", self._last_negatives[:64])
-            if write and (it % cfg.checkpoint_every == 0 or it == total):
-                self.save_checkpoint()
-            bar.set_postfix({"E+": f"{metrics['energy/pos']:.3f}", "diff": f"{metrics['energy/diff']:.3f}"})
-            bar.update(1)
-        bar.close()
-        for cb in self.callbacks:
-            cb.on_fit_end(self)
+                cb.on_fit_end(self)
         return metrics
 
     def generate_samples(self, *, chain: bool = True) -> Tensor:

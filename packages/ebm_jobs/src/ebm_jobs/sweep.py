@@ -104,8 +104,7 @@ def run_trial(params: dict[str, Any]) -> None:
     trainer = Trainer(cfg, callbacks=[writer, tracker, TuneReport()], device="cpu" if not cfg.jobs.use_gpu else None)
     try:
         trainer.fit()
-    except DivergenceError as e:
-        tracker.on_fit_end(trainer)
+    except DivergenceError as e:  # the trainer has already written and logged its curves
         tracker.end(terminal_status(False), error=str(e))
         tune.report({"step": trainer.step_count, "diverged": 1.0, "run_id": run_id, **_tail(trainer)})
         return
