@@ -32,3 +32,15 @@ def test_sweep_makes_nested_runs_with_metrics_and_plots(ray_local, tmp_path):
     assert base.data.tags["kl_terms"] == "none" and base.data.params["augment.enabled"] == "False"
     assert {a.path for a in client.list_artifacts(parent)} >= {"summary.md", "summary.json"}
     assert "| baseline |" in (tmp_path / "sweep" / "summary.md").read_text()
+
+
+def test_asha_sweep_completes_and_leaves_no_run_open(ray_local, tmp_path):
+    trials = grid_trials(["loss.w_ent=0,0.3,0.6"])
+    rows, parent = sweep(get_preset("test").override({"train.iterations": 8}), trials, sweep_dir=tmp_path / "sweep",
+                         asha=True)
+    assert len(rows) == 3 and all(r["step"] <= 8 for r in rows)
+    assert all("loss/cd" not in r for r in rows)  # the summary keeps its own columns only
+    client = MlflowClient(f"sqlite:///{tmp_path / 'sweep' / 'mlflow.db'}")
+    exp = client.get_run(parent).info.experiment_id
+    children = client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent}'")
+    assert len(children) == 3 and all(c.info.status in ("FINISHED", "KILLED") for c in children)
