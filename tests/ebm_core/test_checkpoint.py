@@ -79,3 +79,20 @@ def test_load_model_uses_ema_weights(tiny_cfg, tmp_path):
         assert torch.equal(p, q)
     raw, _ = load_model(path, ema=False)
     assert any(not torch.equal(p, q) for p, q in zip(raw.parameters(), model.parameters()))
+
+
+def test_model_export_holds_the_ema_weights_without_the_buffer(tiny_cfg, tmp_path):
+    from ebm_core.pipeline import export_model
+
+    t = Trainer(tiny_cfg)
+    t.step()
+    t.step()
+    state = t.model_state()
+    assert "buffer" not in state and "optimizer" not in state
+    path = export_model(state, tmp_path / "export.pt")
+    model, cfg = load_model(path)
+    assert cfg == tiny_cfg
+    for p, q in zip(model.parameters(), t.ema.module.parameters()):
+        assert torch.equal(p, q)
+    with pytest.raises(CheckpointError, match="not an ebm_core checkpoint"):
+        load_checkpoint(path)  # an export cannot be mistaken for a resumable checkpoint

@@ -61,8 +61,8 @@ def load_model(path: str | Path, *, ema: bool = True, device: str | torch.device
 
 
 def export_model(state: dict, path: str | Path, *, ema: bool = True) -> Path:
-    """Write a model export (EMA weights by default, config, step) from a trainer's ``state_dict()``: small,
-    enough for sampling and evaluation, loadable by ``load_model``."""
+    """Write a model export (EMA weights by default, config, step) from a trainer's ``model_state()`` (or
+    ``state_dict()``): small, enough for sampling and evaluation, loadable by ``load_model``."""
     weights = state["model"]
     if ema:
         weights = {k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")}

@@ -222,11 +222,15 @@ class Trainer:
             cb.on_images(self, step, tag, images.detach().cpu())
 
     # state -----------------------------------------------------------------------------------------------
+    def model_state(self) -> dict:
+        """Weights, EMA, step and config: what a model export needs, without copying the replay buffer."""
+        return {"model": self.model.state_dict(), "ema": self.ema.state_dict(), "step": self.step_count,
+                "config": self.cfg.to_dict(), "channels": self.shape[0]}
+
     def state_dict(self) -> dict:
         """Everything needed to resume exactly: weights, EMA, optimiser, buffer, RNG, step, config, history."""
-        return {"model": self.model.state_dict(), "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "buffer": self.buffer.state_dict(), "rng": rng_state(), "step": self.step_count,
-                "config": self.cfg.to_dict(), "history": self.history, "channels": self.shape[0]}
+        return {**self.model_state(), "optimizer": self.optimizer.state_dict(), "buffer": self.buffer.state_dict(),
+                "rng": rng_state(), "history": self.history}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -237,11 +241,14 @@ class Trainer:
         self.step_count = int(state["step"])
         self.history = list(state.get("history", []))
 
-    def save_checkpoint(self, path: str | Path | None = None, *, keep: int = 3) -> Path:
-        """Atomically write ``checkpoints/step_<n>.pt`` (keeping the newest ``keep``) and tell the callbacks."""
+    def save_checkpoint(self, path: str | Path | None = None, *, keep: int = 3, state: dict | None = None) -> Path:
+        """Atomically write ``checkpoints/step_<n>.pt`` (keeping the newest ``keep``) and tell the callbacks.
+
+        ``state`` is a ``state_dict()`` the caller already made this step, so it is not built twice.
+        """
         ckpt_dir = self.run_dir / "checkpoints"
         path = Path(path) if path is not None else ckpt_dir / f"step_{self.step_count:07d}.pt"
-        save_checkpoint(self.state_dict(), path)
+        save_checkpoint(state if state is not None else self.state_dict(), path)
         self.last_checkpoint = path
         if path.parent == ckpt_dir:
             for old in sorted(ckpt_dir.glob("step_*.pt"))[:-keep]:

@@ -108,12 +108,8 @@ def run_trial(params: dict[str, Any]) -> None:
         tracker.end(terminal_status(False), error=str(e))
         tune.report({"step": trainer.step_count, "diverged": 1.0, "run_id": run_id, **_tail(trainer)})
         return
-    trainer.generate_samples()
-    tracker.log_final_images()
     q = quality(trainer)
-    tracker.log_metrics(trainer.step_count, q)
-    tracker.log_model(trainer)
-    tracker.end(terminal_status(True))
+    tracker.finish(trainer, q)
     tune.report({"step": trainer.step_count, "diverged": 0.0, "run_id": run_id, **_tail(trainer), **q})
 
 

@@ -149,7 +149,7 @@ class MLflowCallback(Callback):
 
     def on_checkpoint(self, trainer, step: int, path: Path) -> None:
         self.flush()
-        export = export_model(trainer.state_dict(), Path(trainer.run_dir) / "exports" / f"ema_step_{step:07d}.pt")
+        export = export_model(trainer.model_state(), Path(trainer.run_dir) / "exports" / f"ema_step_{step:07d}.pt")
         self._safe("EMA checkpoint", self.client.log_artifact, self.run_id, str(export), "checkpoints")
 
     def on_fit_end(self, trainer) -> None:
@@ -160,13 +160,22 @@ class MLflowCallback(Callback):
 
     def log_model(self, trainer) -> None:
         """The logged model for evaluation jobs: ``runs:/<id>/model`` (pyfunc returning energies)."""
-        export = export_model(trainer.state_dict(), Path(trainer.run_dir) / "exports" / "model.pt")
+        export = export_model(trainer.model_state(), Path(trainer.run_dir) / "exports" / "model.pt")
         self._safe("model", _log_pyfunc, self.uri, self.run_id, export)
 
     def log_final_images(self) -> None:
         for tag in ("samples_ema", "chain"):
             if tag in self.writer.paths:
                 self._safe(f"image {tag}", self.client.log_artifact, self.run_id, str(self.writer.paths[tag]), "samples")
+
+    def finish(self, trainer, metrics: dict[str, float] | None = None) -> None:
+        """After a successful fit: Algorithm 2 samples and chain, extra metrics, the logged model, FINISHED."""
+        trainer.generate_samples()
+        self.log_final_images()
+        if metrics:
+            self.log_metrics(trainer.step_count, metrics)
+        self.log_model(trainer)
+        self.end(terminal_status(True))
 
     def end(self, status: str = "FINISHED", *, error: str | None = None) -> None:
         self.flush()

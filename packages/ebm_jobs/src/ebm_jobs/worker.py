@@ -51,7 +51,7 @@ class RayReport(Callback):
             if self.rank == 0:
                 save_checkpoint({k: v for k, v in state.items() if k not in ("buffer", "rng")} | {"buffer": {}, "rng": {}},
                                 Path(tmp) / SHARED)
-                trainer.save_checkpoint()  # the ebm_core checkpoint in the run directory (and MLflow's EMA export)
+                trainer.save_checkpoint(state=state)  # the ebm_core checkpoint in the run dir (and MLflow's EMA export)
             ray.train.report({"step": step, **metrics}, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
@@ -98,7 +98,4 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         ray.train.report({"step": trainer.step_count, "diverged": 1.0, "error": str(e)})
         return
     if tracker is not None:
-        trainer.generate_samples()
-        tracker.log_final_images()
-        tracker.log_model(trainer)
-        tracker.end(terminal_status(True))
+        tracker.finish(trainer)
