@@ -30,7 +30,7 @@ def demo() -> Config:
         optim=OptimConfig(lr=1e-3, ema_decay=0.99),
         data=DataConfig(name="shapes", resolution=16, num_train=5_000),
         generate=GenerateConfig(num_samples=64, rounds=6, steps=30, settle_rounds=2),
-        train=TrainConfig(iterations=500, batch_size=32, log_every=10, grad_norm_every=10, image_every=100,
+        train=TrainConfig(iterations=450, batch_size=32, log_every=10, grad_norm_every=10, image_every=100,
                           checkpoint_every=200, run_dir="runs/demo"),
         jobs=JobsConfig(cpus_per_worker=2),  # one Ray worker using both cores of a small machine
     )

@@ -1,6 +1,6 @@
 """Evaluation jobs on stored models: FID/IS, OOD AUROC and compositional generation.
 
-    ebm eval --model runs/demo/<time>/checkpoints/step_0000500.pt --metrics fid,is,ood
+    ebm eval --model runs/demo/<time>/checkpoints/step_0000450.pt --metrics fid,is,ood
     ebm eval --model runs:/<run id>/model --metrics fid,is,ood,comp --tracking-uri http://127.0.0.1:5000
     ray job submit --address http://127.0.0.1:8265 --working-dir . -- python -m ebm_eval.job --model <MODEL> ...
 
