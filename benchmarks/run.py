@@ -1,34 +1,46 @@
-"""Benchmarks of ebm_core, written to JSON (figures, not timed tests).
+"""Benchmarks of ebm_core's speed and memory, written to JSON (figures, not timed tests; issue 6).
 
-    .venv/bin/python benchmarks/run.py                 # all, results in benchmarks/results/core.json
-    .venv/bin/python benchmarks/run.py --batch 32 --model cifar10
+    .venv/bin/python benchmarks/run.py                   # all, into benchmarks/results/core.json
+    .venv/bin/python benchmarks/run.py --no-compile      # skip the torch.compile variants (minutes of compile)
 
-* sampler_efficiency: time of K Langevin steps / (K x time of one forward + input gradient of the
-  same network on the same batch). 1.0 is the floor; target <= 1.05.
-* kl_overhead: one training step with L_opt + L_ent / one without, at K = 60 (the paper reports
-  about 1.20; target <= 1.10).
-* memory: replay-buffer footprint per storage kind; peak RSS growth of a training step.
+Sections (``cifar10`` preset model by default, batch 32, float32, this machine's threads):
+* memory: replay-buffer bytes per storage kind; peak RSS growth of one training step, fast trainer
+  against the baseline, each in a fresh process.
+* floor: one forward plus input gradient, eager (plain model) against the frozen-weight path,
+  channels-last and ``torch.compile`` variants; speed-up over eager, and max |difference|.
+* sampler_efficiency: K Langevin steps / (K x the floor of the same path); target <= 1.05.
+* train_step: ``baseline.BaselineStep`` (last step twice, three forwards, float32 buffer, model
+  copy, (B, n, D) entropy) / ``Trainer.step``, KL on, K = 40; target >= 1.5.
+* kl_overhead: ``Trainer.step`` with L_opt + L_ent / without, at K = 40 (target <= 1.05) and 60.
 
-Each figure is the median of ``--repeats`` runs, with min and max, measured in one process.
+Every time is the median of ``--repeats`` calls after a warm-up call (which also compiles), with
+min and max; ratios carry the extreme combinations of min and max as their range.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import multiprocessing as mp
 import platform
 import resource
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-from ebm_core.buffer import ReplayBuffer
-from ebm_core.langevin import energy_grad, langevin
-from ebm_core.models import build_model
-from ebm_core.presets import get_preset
-from ebm_core.trainer import Trainer
+sys.path.insert(0, str(Path(__file__).parent))
+from baseline import BaselineStep  # noqa: E402
+
+from ebm_core.buffer import ReplayBuffer  # noqa: E402
+from ebm_core.fastgrad import frozen_grad  # noqa: E402
+from ebm_core.langevin import energy_grad, langevin  # noqa: E402
+from ebm_core.models import build_model  # noqa: E402
+from ebm_core.presets import get_preset  # noqa: E402
+from ebm_core.trainer import Trainer  # noqa: E402
 
 
 def timed(fn, repeats: int) -> dict[str, float]:
@@ -43,80 +55,141 @@ def timed(fn, repeats: int) -> dict[str, float]:
 
 
 def ratio(a: dict, b: dict, scale: float = 1.0) -> dict[str, float]:
+    """a / (scale * b): median over median, with the widest min/max combination as the range."""
     return {"median": a["median_s"] / (scale * b["median_s"]), "min": a["min_s"] / (scale * b["max_s"]),
             "max": a["max_s"] / (scale * b["min_s"])}
 
 
-def sampler_efficiency(cfg, batch: int, steps: int, repeats: int) -> dict:
-    torch.manual_seed(0)
-    model = build_model(cfg.model, resolution=cfg.data.resolution)
-    x = torch.rand(batch, 3, cfg.data.resolution, cfg.data.resolution)
-    floor = timed(lambda: energy_grad(model, x), repeats * 5)
-    chain = timed(lambda: langevin(model, x, steps=steps, step_size=cfg.sampler.step_size, noise=cfg.sampler.noise),
-                  repeats)
-    return {"batch": batch, "steps": steps, "floor_forward_plus_input_grad": floor, "langevin": chain,
-            "ratio": ratio(chain, floor, steps), "target": 1.05}
-
-
-def bench_cfg(cfg, batch: int, steps: int):
+def bench_cfg(preset: str, batch: int, steps: int, **over):
     """The preset's model and sampler on the embedded shapes at its resolution (no dataset files needed)."""
+    cfg = get_preset(preset)
     return cfg.override({"data.name": "shapes", "data.root": None, "data.num_train": max(4 * batch, 256),
                          "train.batch_size": batch, "sampler.steps": steps, "train.grad_norm_every": 10**9,
-                         "loss.ent_min_buffer": batch, "train.progress": False})
+                         "loss.ent_min_buffer": batch, "train.progress": False, **over})
 
 
-def kl_overhead(cfg, batch: int, steps: int, repeats: int) -> dict:
-    base = bench_cfg(cfg, batch, steps)
-    out = {}
-    for name, over in (("with_kl", {}), ("without_kl", {"loss.use_opt": False, "loss.use_ent": False})):
-        trainer = Trainer(base.override(over), device="cpu")
-        trainer.buffer.add(torch.rand(4 * batch, 3, cfg.data.resolution, cfg.data.resolution))  # L_ent active
-        trainer.step_count = 1  # keep off the grad-norm iteration 1
-        out[name] = timed(trainer.step, repeats)
-    out["ratio"] = ratio(out["with_kl"], out["without_kl"])
-    out.update({"batch": batch, "steps": steps, "target": 1.10, "paper": 1.20})
+def grad_paths(model, compile: bool) -> dict:
+    """name -> x -> grad_x sum E(x), for each way the sampler can take it."""
+    paths = {"eager": lambda x: energy_grad(model, x), "frozen": (lambda f: lambda x: f(x, None))(frozen_grad(model))}
+    nhwc = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    paths["frozen_channels_last"] = (lambda f: lambda x: f(x, None))(frozen_grad(nhwc, channels_last=True))
+    if compile:
+        paths["compiled"] = (lambda f: lambda x: f(x, None))(frozen_grad(model, compile=True))
+        paths["compiled_channels_last"] = (lambda f: lambda x: f(x, None))(
+            frozen_grad(nhwc, compile=True, channels_last=True))
+    return paths
+
+
+def floor_and_sampler(cfg, repeats: int, compile: bool) -> tuple[dict, dict]:
+    torch.manual_seed(0)
+    B, R, s = cfg.train.batch_size, cfg.data.resolution, cfg.sampler
+    model = build_model(cfg.model, resolution=R)
+    x = torch.rand(B, 3, R, R)
+    ref = energy_grad(model, x)
+    floor, sampler = {"batch": B}, {"batch": B, "steps": s.steps, "target": 1.05}
+    for name, grad in grad_paths(model, compile).items():
+        t = timed(lambda: grad(x), repeats * 4)
+        floor[name] = {**t, "max_abs_diff_vs_eager": (grad(x) - ref).abs().max().item()}
+        floor[name]["speedup_vs_eager"] = ratio(floor["eager"], t) if name != "eager" else None
+        print(f"floor {name}: {t['median_s']:.4f} s", flush=True)
+        if name in ("eager", "frozen", "compiled"):
+            chain = timed(lambda: langevin(model, x, steps=s.steps, step_size=s.step_size, noise=s.noise,
+                                           grad_fn=None if name == "eager" else grad), repeats)
+            sampler[name] = {"langevin": chain, "ratio_to_own_floor": ratio(chain, t, s.steps)}
+            print(f"sampler {name}: {sampler[name]['ratio_to_own_floor']['median']:.3f} x K x floor", flush=True)
+    floor["ref_grad_abs_max"] = ref.abs().max().item()
+    return floor, sampler
+
+
+def trainer_with_buffer(cfg) -> Trainer:
+    trainer = Trainer(cfg, device="cpu")
+    trainer.buffer.add(torch.rand(4 * cfg.train.batch_size, *trainer.shape))  # L_ent active from the start
+    trainer.step_count = 1  # keep off iteration 1, which measures the two gradients apart
+    return trainer
+
+
+def baseline_with_buffer(cfg) -> BaselineStep:
+    step = BaselineStep(cfg)
+    step.buffer.add(torch.rand(4 * cfg.train.batch_size, *step.shape))
+    return step
+
+
+def train_step(preset: str, batch: int, steps: int, repeats: int, compile: bool) -> dict:
+    cfg = bench_cfg(preset, batch, steps)
+    out = {"batch": batch, "steps": steps, "kl": True, "target": 1.5,
+           "baseline": timed(baseline_with_buffer(cfg), repeats)}
+    print(f"train_step baseline: {out['baseline']['median_s']:.2f} s", flush=True)
+    for kind in ("frozen", "compiled") if compile else ("frozen",):
+        out[kind] = timed(trainer_with_buffer(cfg.override({"train.sampler_grad": kind})).step, repeats)
+        out[f"speedup_{kind}"] = ratio(out["baseline"], out[kind])
+        print(f"train_step {kind}: {out[kind]['median_s']:.2f} s, x{out[f'speedup_{kind}']['median']:.3f}", flush=True)
     return out
 
 
-def memory(cfg, batch: int, steps: int) -> dict:
+def kl_overhead(preset: str, batch: int, steps: int, repeats: int) -> dict:
+    cfg = bench_cfg(preset, batch, steps)
+    out = {"batch": batch, "steps": steps, "target": 1.05 if steps <= 40 else 1.10, "paper": 1.20}
+    for name, over in (("with_kl", {}), ("without_kl", {"loss.use_opt": False, "loss.use_ent": False})):
+        out[name] = timed(trainer_with_buffer(cfg.override(over)).step, repeats)
+    out["ratio"] = ratio(out["with_kl"], out["without_kl"])
+    print(f"kl_overhead K={steps}: x{out['ratio']['median']:.3f}", flush=True)
+    return out
+
+
+def _step_peak_rss(args: tuple) -> dict:
+    """In a fresh process: peak RSS before and after one training step of the given kind (MB)."""
+    preset, batch, steps, kind = args
+    cfg = bench_cfg(preset, batch, steps)
+    step = baseline_with_buffer(cfg) if kind == "baseline" else trainer_with_buffer(cfg).step
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    step()
+    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"peak_rss_growth_mb": (rss1 - rss0) / 1024, "process_peak_rss_mb": rss1 / 1024}
+
+
+def memory(preset: str, batch: int, steps: int) -> dict:
+    cfg = get_preset(preset)
     R = cfg.data.resolution
     sizes = {}
     for storage in ("uint8", "half", "float32"):
         buf = ReplayBuffer(capacity=cfg.buffer.capacity, storage=storage)
         buf.add(torch.rand(1, 3, R, R))
         sizes[storage] = buf.nbytes()
-    trainer = Trainer(bench_cfg(cfg, batch, steps), device="cpu")
-    trainer.buffer.add(torch.rand(4 * batch, 3, R, R))
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    trainer.step()
-    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"buffer_bytes_at_capacity": {k: v for k, v in sizes.items()}, "buffer_capacity": cfg.buffer.capacity,
-            "train_step_peak_rss_growth_mb": (rss1 - rss0) / 1024, "process_peak_rss_mb": rss1 / 1024}
+    out = {"buffer_capacity": cfg.buffer.capacity, "buffer_storage_default": cfg.buffer.storage,
+           "buffer_bytes_at_capacity": sizes, "train_step": {"batch": batch, "steps": steps}}
+    with mp.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
+        for kind in ("fast", "baseline"):
+            out["train_step"][kind] = pool.apply(_step_peak_rss, ((preset, batch, steps, kind),))
+    print("memory", json.dumps(out), flush=True)
+    return out
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="cifar10", help="preset whose model and resolution to use")
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--steps", type=int, default=60, help="K for the KL-overhead step")
-    p.add_argument("--sampler-steps", type=int, default=40)
+    p.add_argument("--steps", type=int, default=40, help="K for the sampler and the training step")
+    p.add_argument("--kl-steps", type=int, nargs="+", default=[40, 60], help="K values for the KL overhead")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--no-compile", dest="compile", action="store_false", help="skip the torch.compile variants")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "core.json"))
     args = p.parse_args()
-    cfg = get_preset(args.model)
+    cfg = bench_cfg(args.model, args.batch, args.steps)
     result = {
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "python": platform.python_version(),
-                    "torch": torch.__version__, "threads": torch.get_num_threads(), "device": "cpu"},
+                    "torch": torch.__version__, "threads": torch.get_num_threads(), "device": "cpu",
+                    "cpu_capability": torch.backends.cpu.get_cpu_capability()},
         "model": {"preset": args.model, "resolution": cfg.data.resolution, "multiscale": cfg.model.multiscale,
-                  "base_width": cfg.model.base_width, "attention_res": cfg.model.attention_res},
-        "command": "python benchmarks/run.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out"),
+                  "base_width": cfg.model.base_width, "attention_res": cfg.model.attention_res,
+                  "parameters": sum(p.numel() for p in build_model(cfg.model, resolution=cfg.data.resolution).parameters())},
+        "command": "python benchmarks/run.py " + " ".join(sys.argv[1:]),
     }
-    result["sampler_efficiency"] = sampler_efficiency(cfg, args.batch, args.sampler_steps, args.repeats)
-    print("sampler_efficiency", json.dumps(result["sampler_efficiency"]["ratio"]), flush=True)
-    result["kl_overhead"] = kl_overhead(cfg, args.batch, args.steps, args.repeats)
-    print("kl_overhead", json.dumps(result["kl_overhead"]["ratio"]), flush=True)
-    result["memory"] = memory(cfg, args.batch, args.steps)
-    print("memory", json.dumps(result["memory"]), flush=True)
+    t0 = time.perf_counter()
+    result["memory"] = memory(args.model, args.batch, args.steps)
+    result["floor"], result["sampler_efficiency"] = floor_and_sampler(cfg, args.repeats, args.compile)
+    result["train_step"] = train_step(args.model, args.batch, args.steps, args.repeats, args.compile)
+    result["kl_overhead"] = {f"K{k}": kl_overhead(args.model, args.batch, k, args.repeats) for k in args.kl_steps}
+    result["wall_s"] = time.perf_counter() - t0
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))

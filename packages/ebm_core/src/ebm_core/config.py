@@ -196,12 +196,21 @@ class TrainConfig:
     energy_bound: float = 10.0  # divergence guard on |energy/pos|
     run_dir: str = "runs/default"
     progress: bool = True
+    # how the Langevin steps without a graph take grad_x E (fastgrad.py; all give the same numbers):
+    # plain = the live model; frozen = detached weights, no weight-grad bookkeeping; compiled = frozen under
+    # torch.compile (one-off compile: minutes on CPU, needs a C++ compiler)
+    sampler_grad: str = "frozen"
+    channels_last: bool = False  # model and chains in NHWC memory format
+    sampler_bf16: bool = False  # those steps under bfloat16 autocast (GPUs; approximate, not equal)
 
     def __post_init__(self) -> None:
         for name in ("iterations", "batch_size", "log_every", "grad_norm_every", "image_every", "checkpoint_every"):
             _check(isinstance(getattr(self, name), int) and getattr(self, name) >= 1, f"train.{name}", "an int >= 1", getattr(self, name))
         _check(self.energy_bound > 0, "train.energy_bound", "a positive number", self.energy_bound)
         _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "train.device", "auto, cpu, cuda or cuda:N", self.device)
+        _choice("train.sampler_grad", self.sampler_grad, ("plain", "frozen", "compiled"))
+        _check(not (self.sampler_bf16 and self.sampler_grad == "plain"), "train.sampler_bf16",
+               "false with train.sampler_grad=plain (bf16 applies to the frozen/compiled paths)", self.sampler_bf16)
 
 
 @dataclass(kw_only=True)

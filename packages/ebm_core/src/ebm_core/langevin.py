@@ -9,7 +9,9 @@ only input gradients are taken (``autograd.grad`` w.r.t. x prunes all weight-gra
 optional differentiable last step keeps its graph, so ``x_hat`` depends on theta through
 grad_x E_theta(x^{K-1}) (Eq. 7).
 
-The sampler knows nothing of models, buffers or training: it receives ``energy(x) -> (B,)``.
+The sampler knows nothing of models, buffers or training: it receives ``energy(x) -> (B,)`` and,
+optionally, a cheaper ``grad_fn(x) = grad_x sum E(x)`` for the steps that keep no graph (e.g.
+``fastgrad.frozen_grad``: detached weights, compiled); it must give the same gradient.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from torch import Tensor
 
 Energy = Callable[[Tensor], Tensor]
 Transition = Callable[[Tensor], Tensor]
+InputGrad = Callable[[Tensor], Tensor]
 
 
 @dataclass
@@ -38,10 +41,14 @@ def energy_grad(energy: Energy, x: Tensor, *, create_graph: bool = False) -> Ten
 
 
 def langevin_step(energy: Energy, x: Tensor, *, step_size: float, noise: float,
-                  clamp: tuple[float, float] | None = (0.0, 1.0), create_graph: bool = False) -> Tensor:
+                  clamp: tuple[float, float] | None = (0.0, 1.0), create_graph: bool = False,
+                  grad_fn: InputGrad | None = None) -> Tensor:
     """One step from x (Algorithm 1, inner loop). With ``create_graph`` the result stays differentiable."""
-    x = x.detach().requires_grad_(True)  # Omega(x^{k-1})
-    g = energy_grad(energy, x, create_graph=create_graph)
+    x = x.detach()  # Omega(x^{k-1})
+    if grad_fn is not None and not create_graph:
+        g = grad_fn(x)
+    else:
+        g = energy_grad(energy, x.requires_grad_(True), create_graph=create_graph)
     out = x.detach() - step_size * g  # theta reaches the result only through g (Eq. 7)
     if noise > 0:
         out = out + noise * torch.randn_like(x)
@@ -52,13 +59,14 @@ def langevin_step(energy: Energy, x: Tensor, *, step_size: float, noise: float,
 
 def langevin(energy: Energy, x0: Tensor, *, steps: int, step_size: float, noise: float,
              clamp: tuple[float, float] | None = (0.0, 1.0), differentiable_last: bool = False,
-             on_step: Callable[[int, Tensor], None] | None = None) -> LangevinResult:
+             grad_fn: InputGrad | None = None, on_step: Callable[[int, Tensor], None] | None = None) -> LangevinResult:
     """K Langevin steps from x0; with ``differentiable_last`` also returns x_hat (Algorithm 1)."""
     x = x0.detach()
     with torch.enable_grad():
         for k in range(1, steps + 1):
             last_graph = differentiable_last and k == steps
-            x = langevin_step(energy, x, step_size=step_size, noise=noise, clamp=clamp, create_graph=last_graph)
+            x = langevin_step(energy, x, step_size=step_size, noise=noise, clamp=clamp, create_graph=last_graph,
+                              grad_fn=grad_fn)
             if on_step is not None:
                 on_step(k, x.detach())
     if differentiable_last:
@@ -68,8 +76,8 @@ def langevin(energy: Energy, x0: Tensor, *, steps: int, step_size: float, noise:
 
 def sample(energy: Energy, x0: Tensor, *, rounds: int, steps: int, step_size: float, noise: float,
            transition: Transition | None = None, settle_rounds: int = 0,
-           clamp: tuple[float, float] | None = (0.0, 1.0), on_round: Callable[[int, Tensor], None] | None = None,
-           progress: bool = False) -> Tensor:
+           clamp: tuple[float, float] | None = (0.0, 1.0), grad_fn: InputGrad | None = None,
+           on_round: Callable[[int, Tensor], None] | None = None, progress: bool = False) -> Tensor:
     """Algorithm 2: N rounds of (augment, K Langevin steps), then ``settle_rounds`` without augmentation."""
     from tqdm.auto import tqdm
 
@@ -78,7 +86,7 @@ def sample(energy: Energy, x0: Tensor, *, rounds: int, steps: int, step_size: fl
     for n in tqdm(range(1, total + 1), desc="sampling", disable=not progress, leave=False):
         if transition is not None and n <= rounds:
             x = transition(x)  # x^0 = D(x^0)
-        x = langevin(energy, x, steps=steps, step_size=step_size, noise=noise, clamp=clamp).x
+        x = langevin(energy, x, steps=steps, step_size=step_size, noise=noise, clamp=clamp, grad_fn=grad_fn).x
         if on_round is not None:
             on_round(n, x)
     return x

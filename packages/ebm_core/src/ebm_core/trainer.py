@@ -25,6 +25,7 @@ from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_sta
 from .config import Config, ConfigError
 from .data import ImageSet, dequantize, load_dataset
 from .ema import make_ema
+from .fastgrad import frozen_grad
 from .langevin import langevin
 from .losses import cd_loss, ent_loss, frozen, opt_loss
 from .models import build_model, per_scale_energies
@@ -65,6 +66,11 @@ class Trainer:
 
         torch.manual_seed(cfg.train.seed)  # same initial weights on every rank
         self.model = build_model(cfg.model, resolution=cfg.data.resolution, in_channels=self.shape[0]).to(self.device)
+        if cfg.train.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        kind = cfg.train.sampler_grad  # built after any layout change: it holds views of the weights
+        self.input_grad = None if kind == "plain" else frozen_grad(
+            self.model, compile=kind == "compiled", channels_last=cfg.train.channels_last, bf16=cfg.train.sampler_bf16)
         self.n_scales = len(getattr(self.model, "factors", (1,)))
         self.ema = make_ema(self.model, decay=cfg.optim.ema_decay)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas)
@@ -113,8 +119,9 @@ class Trainer:
         x0 = self.augment(x0)  # 3. x~0 = D(x~0)
 
         s = cfg.sampler  # 4-5. K Langevin steps; x- detached, x_hat through the last step
+        fast = self.input_grad
         chains = langevin(lambda x: model(x, y), x0, steps=s.steps, step_size=s.step_size, noise=s.noise,
-                          differentiable_last=use_opt or use_ent)
+                          differentiable_last=use_opt or use_ent, grad_fn=(lambda x: fast(x, y)) if fast else None)
         x_neg, x_hat = chains.x, chains.x_hat
 
         # 6. losses: one forward for E(x+) and E(x-), per-scale energies (B, S)
