@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/run.py                   # all, into benchmarks/results/core.json
     .venv/bin/python benchmarks/run.py --no-compile      # skip the torch.compile variants (minutes of compile)
+    .venv/bin/python benchmarks/run.py --device cuda     # GPU: images/s of the training step, eager vs fast,
+                                                         # into benchmarks/results/gpu.json (about 5 min)
 
 Sections (``cifar10`` preset model by default, batch 32, float32, this machine's threads):
 * memory: replay-buffer bytes per storage kind; peak RSS growth of one training step, fast trainer
@@ -54,6 +56,20 @@ def timed(fn, repeats: int) -> dict[str, float]:
     return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "repeats": repeats}
 
 
+def timed_interleaved(fns: dict, repeats: int) -> dict[str, dict[str, float]]:
+    """``timed`` for several functions called in turn (A B C A B C ...), so machine drift hits all alike."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {k: {"median_s": statistics.median(v), "min_s": min(v), "max_s": max(v), "repeats": repeats}
+            for k, v in times.items()}
+
+
 def ratio(a: dict, b: dict, scale: float = 1.0) -> dict[str, float]:
     """a / (scale * b): median over median, with the widest min/max combination as the range."""
     return {"median": a["median_s"] / (scale * b["median_s"]), "min": a["min_s"] / (scale * b["max_s"]),
@@ -81,23 +97,29 @@ def grad_paths(model, compile: bool) -> dict:
 
 
 def floor_and_sampler(cfg, repeats: int, compile: bool) -> tuple[dict, dict]:
+    """Each gradient path's floor, and K Langevin steps through it, all interleaved."""
     torch.manual_seed(0)
     B, R, s = cfg.train.batch_size, cfg.data.resolution, cfg.sampler
     model = build_model(cfg.model, resolution=R)
     x = torch.rand(B, 3, R, R)
     ref = energy_grad(model, x)
-    floor, sampler = {"batch": B}, {"batch": B, "steps": s.steps, "target": 1.05}
-    for name, grad in grad_paths(model, compile).items():
-        t = timed(lambda: grad(x), repeats * 4)
-        floor[name] = {**t, "max_abs_diff_vs_eager": (grad(x) - ref).abs().max().item()}
-        floor[name]["speedup_vs_eager"] = ratio(floor["eager"], t) if name != "eager" else None
-        print(f"floor {name}: {t['median_s']:.4f} s", flush=True)
-        if name in ("eager", "frozen", "compiled"):
-            chain = timed(lambda: langevin(model, x, steps=s.steps, step_size=s.step_size, noise=s.noise,
-                                           grad_fn=None if name == "eager" else grad), repeats)
-            sampler[name] = {"langevin": chain, "ratio_to_own_floor": ratio(chain, t, s.steps)}
-            print(f"sampler {name}: {sampler[name]['ratio_to_own_floor']['median']:.3f} x K x floor", flush=True)
-    floor["ref_grad_abs_max"] = ref.abs().max().item()
+    paths = grad_paths(model, compile)
+    floor = {"batch": B, "ref_grad_abs_max": ref.abs().max().item(),
+             **timed_interleaved({k: (lambda g: lambda: g(x))(g) for k, g in paths.items()}, repeats * 4)}
+    for name, grad in paths.items():
+        floor[name]["max_abs_diff_vs_eager"] = (grad(x) - ref).abs().max().item()
+        floor[name]["speedup_vs_eager"] = ratio(floor["eager"], floor[name]) if name != "eager" else None
+        print(f"floor {name}: {floor[name]['median_s']:.4f} s", flush=True)
+
+    def chain(grad):
+        return lambda: langevin(model, x, steps=s.steps, step_size=s.step_size, noise=s.noise, grad_fn=grad)
+
+    chained = [k for k in ("eager", "frozen", "compiled_channels_last") if k in paths]
+    times = timed_interleaved({k: chain(None if k == "eager" else paths[k]) for k in chained}, repeats)
+    sampler = {"batch": B, "steps": s.steps, "target": 1.05}
+    for k in chained:
+        sampler[k] = {"langevin": times[k], "ratio_to_own_floor": ratio(times[k], floor[k], s.steps)}
+        print(f"sampler {k}: {sampler[k]['ratio_to_own_floor']['median']:.3f} x K x floor", flush=True)
     return floor, sampler
 
 
@@ -115,24 +137,60 @@ def baseline_with_buffer(cfg) -> BaselineStep:
 
 
 def train_step(preset: str, batch: int, steps: int, repeats: int, compile: bool) -> dict:
+    """Baseline against the trainer's variants, interleaved step by step."""
     cfg = bench_cfg(preset, batch, steps)
-    out = {"batch": batch, "steps": steps, "kl": True, "target": 1.5,
-           "baseline": timed(baseline_with_buffer(cfg), repeats)}
-    print(f"train_step baseline: {out['baseline']['median_s']:.2f} s", flush=True)
-    for kind in ("frozen", "compiled") if compile else ("frozen",):
-        out[kind] = timed(trainer_with_buffer(cfg.override({"train.sampler_grad": kind})).step, repeats)
+    variants = {"frozen": {"train.sampler_grad": "frozen"}}
+    if compile:
+        variants["compiled_channels_last"] = {"train.sampler_grad": "compiled", "train.channels_last": True}
+    fns = {"baseline": baseline_with_buffer(cfg)}
+    fns.update({k: trainer_with_buffer(cfg.override(v)).step for k, v in variants.items()})
+    out = {"batch": batch, "steps": steps, "kl": True, "target": 1.5, **timed_interleaved(fns, repeats)}
+    for kind in variants:
         out[f"speedup_{kind}"] = ratio(out["baseline"], out[kind])
-        print(f"train_step {kind}: {out[kind]['median_s']:.2f} s, x{out[f'speedup_{kind}']['median']:.3f}", flush=True)
+        print(f"train_step {kind}: {out[kind]['median_s']:.2f} s against {out['baseline']['median_s']:.2f} s, "
+              f"x{out[f'speedup_{kind}']['median']:.3f}", flush=True)
     return out
 
 
 def kl_overhead(preset: str, batch: int, steps: int, repeats: int) -> dict:
     cfg = bench_cfg(preset, batch, steps)
     out = {"batch": batch, "steps": steps, "target": 1.05 if steps <= 40 else 1.10, "paper": 1.20}
-    for name, over in (("with_kl", {}), ("without_kl", {"loss.use_opt": False, "loss.use_ent": False})):
-        out[name] = timed(trainer_with_buffer(cfg.override(over)).step, repeats)
+    out.update(timed_interleaved({name: trainer_with_buffer(cfg.override(over)).step for name, over in
+                                  (("with_kl", {}), ("without_kl", {"loss.use_opt": False, "loss.use_ent": False}))},
+                                 repeats))
     out["ratio"] = ratio(out["with_kl"], out["without_kl"])
     print(f"kl_overhead K={steps}: x{out['ratio']['median']:.3f}", flush=True)
+    return out
+
+
+def gpu_throughput(preset: str, batch: int, steps: int, repeats: int, device: str) -> dict:
+    """Images/s of the training step (KL on) on a GPU: eager float32 against compiled + bf16 sampling.
+
+    "eager" is the plain trainer (the live model for every Langevin step); "fast" takes the steps
+    without a graph through ``torch.compile`` under bfloat16 autocast, with channels-last weights.
+    """
+    cfg = bench_cfg(preset, batch, steps, **{"train.device": device})
+    out = {"batch": batch, "steps": steps, "device": torch.cuda.get_device_name(0) if device.startswith("cuda") else device}
+    variants = {"eager": {"train.sampler_grad": "plain"}, "frozen": {"train.sampler_grad": "frozen"},
+                "fast": {"train.sampler_grad": "compiled", "train.sampler_bf16": True, "train.channels_last": True}}
+    for name, over in variants.items():
+        trainer = Trainer(cfg.override(over), device=device)
+        trainer.buffer.add(torch.rand(4 * batch, *trainer.shape, device=trainer.device))
+        trainer.step_count = 1
+
+        def step() -> None:
+            trainer.step()
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+
+        if device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        t = timed(step, repeats)
+        out[name] = {**t, "images_per_s": batch / t["median_s"]}
+        if device.startswith("cuda"):
+            out[name]["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        print(f"{name}: {out[name]['images_per_s']:.1f} images/s", flush=True)
+    out["speedup_fast"] = ratio(out["eager"], out["fast"])
     return out
 
 
@@ -172,12 +230,15 @@ def main() -> None:
     p.add_argument("--kl-steps", type=int, nargs="+", default=[40, 60], help="K values for the KL overhead")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-compile", dest="compile", action="store_false", help="skip the torch.compile variants")
-    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "core.json"))
+    p.add_argument("--device", default="cpu", help="cpu: every section; cuda: the GPU throughput section only")
+    p.add_argument("--out", help="JSON path (default benchmarks/results/core.json, or gpu.json with --device cuda)")
     args = p.parse_args()
+    gpu = args.device != "cpu"
+    out = Path(args.out or Path(__file__).parent / "results" / ("gpu.json" if gpu else "core.json"))
     cfg = bench_cfg(args.model, args.batch, args.steps)
     result = {
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "python": platform.python_version(),
-                    "torch": torch.__version__, "threads": torch.get_num_threads(), "device": "cpu",
+                    "torch": torch.__version__, "threads": torch.get_num_threads(), "device": args.device,
                     "cpu_capability": torch.backends.cpu.get_cpu_capability()},
         "model": {"preset": args.model, "resolution": cfg.data.resolution, "multiscale": cfg.model.multiscale,
                   "base_width": cfg.model.base_width, "attention_res": cfg.model.attention_res,
@@ -185,12 +246,14 @@ def main() -> None:
         "command": "python benchmarks/run.py " + " ".join(sys.argv[1:]),
     }
     t0 = time.perf_counter()
-    result["memory"] = memory(args.model, args.batch, args.steps)
-    result["floor"], result["sampler_efficiency"] = floor_and_sampler(cfg, args.repeats, args.compile)
-    result["train_step"] = train_step(args.model, args.batch, args.steps, args.repeats, args.compile)
-    result["kl_overhead"] = {f"K{k}": kl_overhead(args.model, args.batch, k, args.repeats) for k in args.kl_steps}
+    if gpu:
+        result["train_throughput"] = gpu_throughput(args.model, args.batch, args.steps, args.repeats, args.device)
+    else:
+        result["memory"] = memory(args.model, args.batch, args.steps)
+        result["floor"], result["sampler_efficiency"] = floor_and_sampler(cfg, args.repeats, args.compile)
+        result["train_step"] = train_step(args.model, args.batch, args.steps, args.repeats, args.compile)
+        result["kl_overhead"] = {f"K{k}": kl_overhead(args.model, args.batch, k, args.repeats) for k in args.kl_steps}
     result["wall_s"] = time.perf_counter() - t0
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(f"written {out}")

@@ -153,6 +153,7 @@ class DataConfig:
     resolution: int = 32
     num_train: int = 20_000  # size of the generated shapes set
     seed: int = 0
+    labels: tuple[str, ...] = ()  # keep only these label columns (e.g. ["shape"] for one attribute model); () = all
 
     NAMES = ("shapes", "digits", "cifar10", "cifar100", "svhn", "imagefolder", "imagenet32")
 

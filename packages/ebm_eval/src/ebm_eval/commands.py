@@ -1,4 +1,4 @@
-"""``ebm eval``, registered through the ``ebm.commands`` entry points; imports MLflow and torch-fidelity only when run."""
+"""``ebm eval`` and ``ebm reproduce``, registered through the ``ebm.commands`` entry point; heavy imports only when run."""
 
 from __future__ import annotations
 
@@ -30,7 +30,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
+def add_reproduce_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scale", default="small", choices=["small", "full", "test"],
+                   help="small: embedded shapes, < 60 min on a 2-core CPU; full: cifar10 preset on a GPU; test: smoke")
+    p.add_argument("--out", help="working directory: runs, MLflow store, results.json (default runs/reproduce/<scale>-<time>)")
+    p.add_argument("--report", default="docs/RESULTS.md", help="the report; its figures go to results/ beside it")
+    p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE", help="override on every run's config")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else a local store in --out)")
+    p.add_argument("--max-concurrent", type=int, help="trials at once (default: CPUs / jobs.cpus_per_worker)")
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from .reproduce import run_from_args
+
+    return run_from_args(args)
+
+
 def register(sub: argparse._SubParsersAction, config_args: Any) -> None:
     s = sub.add_parser("eval", help="FID/IS, OOD AUROC and composition on a stored model (ebm_eval)")
     add_arguments(s)
     s.set_defaults(func=_run)
+    r = sub.add_parser("reproduce", help="reproduce the paper's claims: sweeps, evaluations, docs/RESULTS.md")
+    add_reproduce_arguments(r)
+    r.set_defaults(func=_reproduce)

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from ebm_core.augment import Augment
 from ebm_core.composition import AND
 from ebm_core.config import Config
-from ebm_core.data import ImageSet
+from ebm_core.data import ImageSet, select_labels
 from ebm_core.langevin import sample
 from ebm_core.trainer import Trainer
 
@@ -27,8 +27,7 @@ Energy = Callable[[Tensor], Tensor]
 
 def attribute_view(data: ImageSet, attribute: str) -> ImageSet:
     """The same images labelled by one attribute only, for a model conditioned on it."""
-    a = data.label_names.index(attribute)
-    return ImageSet(data.images, data.labels[:, a:a + 1], (data.num_classes[a],), (attribute,), data.name)
+    return select_labels(data, [attribute])
 
 
 def train_attribute_model(cfg: Config, data: ImageSet, attribute: str, run_dir: Path, *, progress: bool = True) -> Path:

@@ -143,8 +143,12 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
 
 
 def sweep(cfg: Config, trials: list[tuple[str, dict[str, Any]]], *, sweep_dir: str | Path, asha: bool = False,
-          max_concurrent: int | None = None, name: str | None = None) -> tuple[list[dict[str, Any]], str]:
-    """Run ``trials`` (name, overrides) under one parent MLflow run; returns the summary rows and the parent run id."""
+          max_concurrent: int | None = None, name: str | None = None,
+          parent_run_id: str | None = None) -> tuple[list[dict[str, Any]], str]:
+    """Run ``trials`` (name, overrides) under one parent MLflow run; returns the summary rows and the parent run id.
+
+    ``parent_run_id`` nests that parent run in turn (e.g. under a ``reproduce`` run).
+    """
     import ray
     from mlflow.tracking import MlflowClient
     from ray import tune
@@ -155,7 +159,8 @@ def sweep(cfg: Config, trials: list[tuple[str, dict[str, Any]]], *, sweep_dir: s
     parent_cfg = prepare(cfg.override({"train.run_dir": str(sweep_dir)}))
     storage = storage_path(parent_cfg)
     name = name or f"sweep-{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
-    uri, parent_id = start_run(parent_cfg, run_name=name, extra_tags={"sweep": "true", "trials": str(len(trials))})
+    uri, parent_id = start_run(parent_cfg, run_name=name, parent_run_id=parent_run_id,
+                               extra_tags={"sweep": "true", "trials": str(len(trials))})
     base = parent_cfg.override({"jobs.tracking_uri": uri}).to_dict()
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False)

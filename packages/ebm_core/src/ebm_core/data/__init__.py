@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
-from ..config import DataConfig
+from ..config import ConfigError, DataConfig
 from .shapes import ATTRIBUTES, make_shapes
 
 __all__ = ["DatasetError", "ImageSet", "load_dataset", "dequantize"]
@@ -162,11 +162,22 @@ def load_dataset(cfg: DataConfig, *, split: str = "train") -> ImageSet:
         raise ValueError(f"split: expected 'train' or 'test', got {split!r}")
     train = split == "train"
     if cfg.name == "shapes":
-        return _shapes(cfg, train)
-    if cfg.name == "digits":
-        return _digits(cfg, train)
-    root = Path(cfg.root).expanduser()
-    if not root.exists():
-        raise _missing(cfg.name, root, "no such path")
-    loaders = {"cifar10": _cifar, "cifar100": _cifar, "svhn": _svhn, "imagefolder": _imagefolder, "imagenet32": _imagenet32}
-    return loaders[cfg.name](cfg, train, root)
+        data = _shapes(cfg, train)
+    elif cfg.name == "digits":
+        data = _digits(cfg, train)
+    else:
+        root = Path(cfg.root).expanduser()
+        if not root.exists():
+            raise _missing(cfg.name, root, "no such path")
+        loaders = {"cifar10": _cifar, "cifar100": _cifar, "svhn": _svhn, "imagefolder": _imagefolder, "imagenet32": _imagenet32}
+        data = loaders[cfg.name](cfg, train, root)
+    return select_labels(data, cfg.labels) if cfg.labels else data
+
+
+def select_labels(data: ImageSet, names: tuple[str, ...] | list[str]) -> ImageSet:
+    """The same images with only the named label columns (a model conditioned on those attributes)."""
+    unknown = [n for n in names if n not in data.label_names]
+    if unknown:
+        raise ConfigError(f"data.labels: {unknown} not among the {data.name} labels {list(data.label_names)}")
+    cols = [data.label_names.index(n) for n in names]
+    return ImageSet(data.images, data.labels[:, cols], tuple(data.num_classes[c] for c in cols), tuple(names), data.name)
