@@ -66,7 +66,7 @@ class Scale:
     lowtemp_samples: int
     mixing_chains: int  # chains from one start for Fig. 6
     kl_cost_steps: tuple[int, ...] = (40, 60)
-    kl_cost_repeats: int = 5
+    kl_cost_repeats: int = 15
     note: str = ""
 
 
@@ -150,10 +150,13 @@ def base_config(scale: Scale, overrides: list[str] | None = None) -> Config:
 
 
 def kl_cost(cfg: Config, scale: Scale) -> dict[str, Any]:
-    """Step time with and without L_KL at each K in ``scale.kl_cost_steps``: median, min, max seconds."""
+    """Step time with and without L_KL at each K in ``scale.kl_cost_steps``: median, min, max seconds.
+
+    The two trainers step in turn (with, without, with, ...), so machine drift hits both alike.
+    """
     out: dict[str, Any] = {}
     for K in scale.kl_cost_steps:
-        row = {}
+        trainers = {}
         for name, over in (("with_kl", KL), ("without_kl", NO_KL)):
             c = cfg.override({**over, "sampler.steps": K, "train.grad_norm_every": 10**9, "train.progress": False,
                               "loss.ent_min_buffer": cfg.train.batch_size})
@@ -161,12 +164,15 @@ def kl_cost(cfg: Config, scale: Scale) -> dict[str, Any]:
             trainer.buffer.add(torch.rand(4 * c.train.batch_size, *trainer.shape))  # L_ent active at once
             trainer.step_count = 1
             trainer.step()  # warm-up
-            times = []
-            for _ in range(scale.kl_cost_repeats):
+            trainers[name] = trainer
+        times: dict[str, list[float]] = {name: [] for name in trainers}
+        for _ in range(scale.kl_cost_repeats):
+            for name, trainer in trainers.items():
                 t0 = time.perf_counter()
                 trainer.step()
-                times.append(time.perf_counter() - t0)
-            row[name] = {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times)}
+                times[name].append(time.perf_counter() - t0)
+        row: dict[str, Any] = {name: {"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t)}
+                               for name, t in times.items()}
         row["ratio"] = row["with_kl"]["median_s"] / row["without_kl"]["median_s"]
         row["ratio_range"] = [row["with_kl"]["min_s"] / row["without_kl"]["max_s"],
                               row["with_kl"]["max_s"] / row["without_kl"]["min_s"]]
