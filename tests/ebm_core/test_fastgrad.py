@@ -42,14 +42,18 @@ def test_frozen_grad_sees_weight_updates_and_leaves_weight_grads_alone(tiny_cfg)
     assert all(p.grad is None for p in model.parameters())
 
 
-@pytest.mark.parametrize("kind", ["frozen", "compiled"])
+FAST = {"frozen": {"train.sampler_grad": "frozen"}, "compiled": {"train.sampler_grad": "compiled"},
+        "frozen_nhwc": {"train.sampler_grad": "frozen", "train.channels_last": True}}
+
+
+@pytest.mark.parametrize("kind", sorted(FAST))
 def test_training_step_matches_the_plain_sampler(tiny_cfg, kind):
     """Same seed: the same losses and the same parameter gradients (the L_CD + L_KL update)."""
     cfg = tiny_cfg.override({"model.multiscale": False})  # one scale: a quicker compile, same code path
     runs = {}
-    for k in ("plain", kind):
+    for k, over in (("plain", {"train.sampler_grad": "plain"}), (kind, FAST[kind])):
         grads: list[torch.Tensor] = []
-        trainer = Trainer(cfg.override({"train.sampler_grad": k}), device="cpu",
+        trainer = Trainer(cfg.override(over), device="cpu",
                           grad_reduce=lambda gs: grads.extend(g.clone() for g in gs))
         trainer.buffer.add(torch.rand(64, *trainer.shape))  # L_ent active from the first step
         runs[k] = (trainer.step(), grads)

@@ -30,7 +30,8 @@ def frozen_grad(model: nn.Module, *, compile: bool = False, channels_last: bool 
 
     def total_energy(x: Tensor, y: Tensor | None) -> Tensor:
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-            return functional_call(model, params, (x, y), strict=False).float().sum()
+            e = functional_call(model, params, (x, y), strict=False)
+        return (e.float() if bf16 else e).sum()
 
     if compile:
         grad = torch.compile(torch.func.grad(total_energy), dynamic=False)
@@ -47,4 +48,3 @@ def frozen_grad(model: nn.Module, *, compile: bool = False, channels_last: bool 
         return grad(x.contiguous(memory_format=torch.channels_last), y)
 
     return grad_nhwc
-
