@@ -199,8 +199,9 @@ class TrainConfig:
     progress: bool = True
     # how the Langevin steps without a graph take grad_x E (fastgrad.py; all give the same numbers):
     # plain = the live model; frozen = detached weights, no weight-grad bookkeeping; compiled = frozen under
-    # torch.compile (one-off compile: minutes on CPU, needs a C++ compiler)
-    sampler_grad: str = "frozen"
+    # torch.compile (one-off compile: minutes on CPU, needs a C++ compiler). None is faster on a 2-core CPU
+    # (benchmarks/results/core.json), so the default is the simplest.
+    sampler_grad: str = "plain"
     channels_last: bool = False  # model and chains in NHWC memory format
     sampler_bf16: bool = False  # those steps under bfloat16 autocast (GPUs; approximate, not equal)
 

@@ -14,7 +14,6 @@ from torch import Tensor, nn
 from .augment import Augment
 from .checkpoint import FORMAT, MODEL_FORMAT, CheckpointError, load_checkpoint, save_checkpoint
 from .config import Config, ConfigError
-from .fastgrad import frozen_grad
 from .langevin import sample
 from .models import build_model
 
@@ -33,10 +32,8 @@ def generate(model: nn.Module, cfg: Config, *, num_samples: int | None = None, l
     augment = Augment(cfg.augment, resolution=R, channels=channels)
     was_training = model.training
     model.eval()
-    input_grad = frozen_grad(model)
     try:
-        return sample(lambda x: model(x, labels), x0, grad_fn=lambda x: input_grad(x, labels),
-                      rounds=g.rounds, steps=g.steps,
+        return sample(lambda x: model(x, labels), x0, rounds=g.rounds, steps=g.steps,
                       step_size=g.step_size or cfg.sampler.step_size,
                       noise=cfg.sampler.noise if g.noise is None else g.noise,
                       transition=augment if cfg.augment.enabled else None, settle_rounds=g.settle_rounds,

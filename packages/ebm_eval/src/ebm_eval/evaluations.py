@@ -17,7 +17,6 @@ from ebm_core.augment import Augment
 from ebm_core.callbacks import image_grid
 from ebm_core.config import Config
 from ebm_core.data import ImageSet, load_dataset
-from ebm_core.fastgrad import frozen_grad
 from ebm_core.langevin import langevin, sample
 
 from .composition import composition_table
@@ -57,13 +56,12 @@ def mixing(model: nn.Module, cfg: Config, *, chains: int, seed: int, channels: i
     """
     g, R, C = cfg.generate, cfg.data.resolution, channels
     x0 = torch.rand(1, C, R, R, generator=torch.Generator().manual_seed(seed)).expand(chains, -1, -1, -1).clone()
-    grad = frozen_grad(model)
     out, rows = {}, []
     for name, transition in (("without_aug", None), ("with_aug", Augment(cfg.augment, resolution=R, channels=C))):
         torch.manual_seed(seed)
         x = sample(model, x0, rounds=g.rounds, steps=g.steps, step_size=g.step_size or cfg.sampler.step_size,
                    noise=cfg.sampler.noise if g.noise is None else g.noise, transition=transition,
-                   settle_rounds=g.settle_rounds, grad_fn=lambda v: grad(v, None))
+                   settle_rounds=g.settle_rounds)
         out[name] = mean_pairwise_distance(x)
         rows.append(x)
     return out, torch.cat(rows)
@@ -73,9 +71,7 @@ def low_temperature(model: nn.Module, cfg: Config, *, n: int, steps: int, seed: 
     """Fig. 7: ``steps`` noise-free gradient steps from uniform noise (no augmentation)."""
     R = cfg.data.resolution
     x0 = torch.rand(n, channels, R, R, generator=torch.Generator().manual_seed(seed))
-    grad = frozen_grad(model)
-    return langevin(model, x0, steps=steps, step_size=cfg.sampler.step_size, noise=0.0,
-                    grad_fn=lambda v: grad(v, None)).x
+    return langevin(model, x0, steps=steps, step_size=cfg.sampler.step_size, noise=0.0).x
 
 
 def run_all(runs: list[Run], models: dict[str, nn.Module | None], *, base: Config, comp_base: Config, train: ImageSet,
