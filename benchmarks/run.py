@@ -169,7 +169,7 @@ def gpu_throughput(preset: str, batch: int, steps: int, repeats: int, device: st
     "eager" is the plain trainer (the live model for every Langevin step); "fast" takes the steps
     without a graph through ``torch.compile`` under bfloat16 autocast, with channels-last weights.
     """
-    cfg = bench_cfg(preset, batch, steps, **{"train.device": device})
+    cfg = bench_cfg(preset, batch, steps)
     out = {"batch": batch, "steps": steps, "device": torch.cuda.get_device_name(0) if device.startswith("cuda") else device}
     variants = {"eager": {"train.sampler_grad": "plain"}, "frozen": {"train.sampler_grad": "frozen"},
                 "fast": {"train.sampler_grad": "compiled", "train.sampler_bf16": True, "train.channels_last": True}}

@@ -53,4 +53,4 @@ def test_core_imports_neither_ray_nor_mlflow_and_plugins_register():
             "print(' '.join(sorted(p._subparsers._group_actions[0].choices)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["config", "eval", "sample", "sweep", "train"]
+    assert out.stdout.split() == ["config", "eval", "reproduce", "sample", "sweep", "train"]

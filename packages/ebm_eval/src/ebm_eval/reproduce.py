@@ -90,7 +90,7 @@ SCALES: dict[str, Scale] = {
                         "train.iterations": 5_000, "train.checkpoint_every": 1_000, "model.multiscale": False},
         comp_attributes=("shape", "colour", "size", "x"), comp_seeds=3,
         n_eval=2_000, comp_samples=256, lowtemp_steps=1_000, lowtemp_samples=512, mixing_chains=16,
-        note="cifar10 preset (needs data/cifar10), 10k iterations per run; about 45 GPU-hours on one H100-class GPU",
+        note="cifar10 preset (needs data/cifar10), 10k iterations per run; 48 runs: tens of GPU-hours (an estimate; never run here)",
     ),
     "test": Scale(  # the smoke scale the test suite runs: every stage in about a minute
         preset="test",

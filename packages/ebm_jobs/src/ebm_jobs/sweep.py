@@ -179,8 +179,11 @@ def sweep(cfg: Config, trials: list[tuple[str, dict[str, Any]]], *, sweep_dir: s
         from ray.tune.schedulers import ASHAScheduler
 
         scheduler = ASHAScheduler(time_attr="step", max_t=cfg.train.iterations, grace_period=max(1, cfg.train.iterations // 4))
+    resources = {"cpu": per_trial}
+    if cfg.jobs.use_gpu and cfg.jobs.num_workers == 1:  # the trial itself trains: it needs the GPU
+        resources["gpu"] = 1
     tuner = tune.Tuner(
-        tune.with_resources(trainable, {"cpu": per_trial}),
+        tune.with_resources(trainable, resources),
         param_space=space,
         tune_config=tune.TuneConfig(max_concurrent_trials=concurrency, scheduler=scheduler,
                                     metric="loss/cd" if asha else None, mode="min" if asha else None),
