@@ -15,6 +15,7 @@ the report with its figures and a verdict per claim, and logs both to the parent
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -205,7 +206,7 @@ def git_commit() -> str:
 
 def reproduce(scale_name: str, *, out: Path, report: Path, overrides: list[str] | None = None,
               tracking_uri: str | None = None, max_concurrent: int | None = None, command: str | None = None,
-              log: Any = print) -> dict[str, Any]:
+              log: Any = functools.partial(print, flush=True)) -> dict[str, Any]:
     """Run every stage and write the report; returns the collected results."""
     from ebm_jobs.sweep import sweep
     from ebm_jobs.tracking import start_run
