@@ -47,13 +47,7 @@ from ebm_core.trainer import Trainer  # noqa: E402
 
 def timed(fn, repeats: int) -> dict[str, float]:
     """Median, min and max seconds of ``fn`` over ``repeats`` calls, after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "repeats": repeats}
+    return timed_interleaved({"fn": fn}, repeats)["fn"]
 
 
 def timed_interleaved(fns: dict, repeats: int) -> dict[str, dict[str, float]]:

@@ -51,6 +51,11 @@ def verdict(a: list[float], b: list[float], *, higher_is_better: bool) -> str:
     return "inconclusive"
 
 
+def compared(claim: str, ours: str, a: list[float], b: list[float], *, higher_is_better: bool) -> dict[str, str]:
+    """One summary row: the paper's claim that A beats B, our numbers, and the verdict."""
+    return {"claim": claim, "ours": ours, "verdict": verdict(a, b, higher_is_better=higher_is_better)}
+
+
 def spike(history: list[dict[str, float]], *, iterations: int, diverged: bool, bound: float) -> float:
     """max |energy/diff| after the warm-up; a diverged run counts as the guard's bound."""
     if diverged:
@@ -151,8 +156,8 @@ def analyse(results: dict[str, Any], runs: list[dict], cfg: Config, figures: Pat
                         ("L_opt improves quality (Table 2)", "opt+aug+ms", "aug+ms"),
                         ("L_ent improves quality further (Table 2)", "opt+ent+aug+ms", "opt+aug+ms"),
                         ("the KL term (L_opt + L_ent) gives a large gain (Table 2)", "opt+ent+aug+ms", "aug+ms")):
-        claims.append({"claim": claim, "ours": f"FID {a}: {fmt(t2[a]['fid'], 2)}; {b}: {fmt(t2[b]['fid'], 2)}",
-                       "verdict": verdict(t2[a]["fid"], t2[b]["fid"], higher_is_better=False)})
+        claims.append(compared(claim, f"FID {a}: {fmt(t2[a]['fid'], 2)}; {b}: {fmt(t2[b]['fid'], 2)}",
+                               t2[a]["fid"], t2[b]["fid"], higher_is_better=False))
 
     # Fig. 8 ----------------------------------------------------------------------------------------
     fig8(runs, figures / "fig8_stability.png", iters)
@@ -168,8 +173,8 @@ def analyse(results: dict[str, Any], runs: list[dict], cfg: Config, figures: Pat
     for claim, a, b in (("with L_KL, self-attention trains stably; without, it does not (Fig. 8)", "KL+attn", "noKL+attn"),
                         ("spectral norm stabilises training without L_KL (Fig. 8)", "noKL+SN", "noKL"),
                         ("adding self-attention destabilises the spectral-norm model (Fig. 8)", "noKL+SN", "SN+attn")):
-        claims.append({"claim": claim, "ours": f"max abs energy/diff {a}: {fmt(sp[a], 4)}; {b}: {fmt(sp[b], 4)}",
-                       "verdict": verdict(sp[a], sp[b], higher_is_better=False)})
+        claims.append(compared(claim, f"max abs energy/diff {a}: {fmt(sp[a], 4)}; {b}: {fmt(sp[b], 4)}",
+                               sp[a], sp[b], higher_is_better=False))
 
     # Fig. 9 ----------------------------------------------------------------------------------------
     kl_runs = [r for r in runs if any(g in ("table2", "fig8") and lab in ("opt+ent+aug+ms", "KL+attn")
@@ -198,18 +203,18 @@ def analyse(results: dict[str, Any], runs: list[dict], cfg: Config, figures: Pat
     md["fig6"] = (f"Mean pairwise RMS distance of {results['scale_spec']['mixing_chains']} chains from one start "
                   f"(opt+ent+aug+ms models, one per seed): with augmentation transitions {fmt(w, 4)}; "
                   f"without {fmt(wo, 4)}.")
-    claims.append({"claim": "augmentation transitions let chains from one start reach different samples (Fig. 6)",
-                   "ours": f"mean pairwise distance with {fmt(w, 4)} vs without {fmt(wo, 4)}",
-                   "verdict": verdict(w, wo, higher_is_better=True)})
+    claims.append(compared("augmentation transitions let chains from one start reach different samples (Fig. 6)",
+                           f"mean pairwise distance with {fmt(w, 4)} vs without {fmt(wo, 4)}", w, wo,
+                           higher_is_better=True))
     lt = ev["lowtemp"]
     f_full, f_base = [x["fid_domain"] for x in lt["opt+ent+aug+ms"]], [x["fid_domain"] for x in lt["baseline"]]
     s_full, s_base = [x["saturated"] for x in lt["opt+ent+aug+ms"]], [x["saturated"] for x in lt["baseline"]]
     md["fig7"] = (f"{results['scale_spec']['lowtemp_steps']} noise-free steps from uniform noise. FID-domain to the "
                   f"data: with KL + augmentation {fmt(f_full, 2)}; baseline (no KL, no augmentation) {fmt(f_base, 2)}. "
                   f"Fraction of saturated pixels (<= 0.01 or >= 0.99): {fmt(s_full)} vs {fmt(s_base)}.")
-    claims.append({"claim": "low-temperature samples stay data-like with KL + augmentation, not without (Fig. 7)",
-                   "ours": f"FID-domain {fmt(f_full, 2)} vs baseline {fmt(f_base, 2)}",
-                   "verdict": verdict(f_full, f_base, higher_is_better=False)})
+    claims.append(compared("low-temperature samples stay data-like with KL + augmentation, not without (Fig. 7)",
+                           f"FID-domain {fmt(f_full, 2)} vs baseline {fmt(f_base, 2)}", f_full, f_base,
+                           higher_is_better=False))
 
     # Table 3, Table 4 ------------------------------------------------------------------------------
     ood = ev["ood"]
@@ -222,8 +227,8 @@ def analyse(results: dict[str, Any], runs: list[dict], cfg: Config, figures: Pat
                      f"{col('noKL', 'grad_norm')} |")
     md["table3"] = "\n".join(lines)
     a, b = ([x["table"]["average"]["energy"] for x in ood[k]] for k in ("KL", "noKL"))
-    claims.append({"claim": "the KL term improves OOD detection (Table 3; the paper credits better mode exploration)",
-                   "ours": f"average AUROC with KL {fmt(a)} vs without {fmt(b)}", "verdict": verdict(a, b, higher_is_better=True)})
+    claims.append(compared("the KL term improves OOD detection (Table 3; the paper credits better mode exploration)",
+                           f"average AUROC with KL {fmt(a)} vs without {fmt(b)}", a, b, higher_is_better=True))
     comp = ev["composition"]
     attrs = comp["attributes"]
     lines = ["| composed attributes | with KL: all correct | without KL: all correct |", "| --- | --- | --- |"]
@@ -232,9 +237,9 @@ def analyse(results: dict[str, Any], runs: list[dict], cfg: Config, figures: Pat
         lines.append(f"| {' & '.join(attrs[:k + 1])} | {col('KL')} | {col('noKL')} |")
     md["table4"] = "\n".join(lines)
     a, b = ([c["rows"][-1]["all"] for c in comp[k]] for k in ("KL", "noKL"))
-    claims.append({"claim": "compositional generation is more accurate with the improved training (Table 4)",
-                   "ours": f"all {len(attrs)} attributes right: with KL {fmt(a)} vs without {fmt(b)}",
-                   "verdict": verdict(a, b, higher_is_better=True)})
+    claims.append(compared("compositional generation is more accurate with the improved training (Table 4)",
+                           f"all {len(attrs)} attributes right: with KL {fmt(a)} vs without {fmt(b)}", a, b,
+                           higher_is_better=True))
 
     # KL cost ---------------------------------------------------------------------------------------
     kc = results["kl_cost"]
