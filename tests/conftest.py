@@ -1,12 +1,31 @@
-"""Shared fixtures: a quadratic toy energy with known gradients, and a seeded tiny config."""
+"""Shared fixtures: a quadratic toy energy with known gradients, and a seeded tiny config.
+
+The suite reads nothing from the machine's state: caches live in a fresh directory per session, and a
+tracking server or Ray cluster named in the developer's environment is not used.
+"""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 import torch
 from torch import nn
 
 from ebm_core.presets import test as test_preset
+
+
+@pytest.fixture(scope="session", autouse=True)
+def hermetic_environment(tmp_path_factory):
+    """Fresh caches (domain classifiers, reference statistics, torch hub) and no external services."""
+    saved = dict(os.environ)
+    cache = tmp_path_factory.mktemp("cache")
+    os.environ.update({"EBM_CACHE_DIR": str(cache / "ebm"), "TORCH_HOME": str(cache / "torch")})
+    for name in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS", "EBM_FID_WEIGHTS"):
+        os.environ.pop(name, None)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 class Quadratic(nn.Module):

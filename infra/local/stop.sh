@@ -1,19 +1,40 @@
 #!/usr/bin/env bash
-# Stop what infra/local/start.sh started (same EBM_SERVICES_DIR). Usage: bash infra/local/stop.sh [ray|mlflow]
+# Stop what infra/local/start.sh started from the same EBM_SERVICES_DIR, and nothing else: the Ray
+# head's process group (not `ray stop`, which ends every Ray on the machine) and the MLflow server's,
+# each checked to be the one recorded (temp dir on a command line; pid with its start time).
+# Usage: bash infra/local/stop.sh [ray|mlflow]
 set -uo pipefail
-ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
-export PATH="$ROOT/.venv/bin:$PATH"
-STATE="${EBM_SERVICES_DIR:-$ROOT/.services}"
+source "$(dirname "$0")/lib.sh"
 WHAT="${1:-all}"
+
+# SIGTERM, up to 5 s to exit, then SIGKILL (Ray's GCS server ignores SIGTERM); $1 is a command that
+# prints the pids still to stop.
+end() {
+  local pids
+  pids="$($1)"
+  [ -n "$pids" ] || return 1
+  kill -TERM -- $pids 2>/dev/null
+  for _ in $(seq 1 10); do
+    [ -n "$($1)" ] || return 0
+    sleep 0.5
+  done
+  pids="$($1)"
+  [ -z "$pids" ] || kill -KILL -- $pids 2>/dev/null
+  return 0
+}
+
 if [ "$WHAT" = all ] || [ "$WHAT" = mlflow ]; then
-  if [ -f "$STATE/mlflow.pid" ]; then
-    PID="$(cat "$STATE/mlflow.pid")"
-    pkill -TERM -P "$PID" 2>/dev/null; kill "$PID" 2>/dev/null
-    rm -f "$STATE/mlflow.pid"
-    echo "mlflow: stopped"
-  fi
+  PID="$(mlflow_pid)"
+  group() { group_members "$PID"; }  # the server and its workers (start.sh made them a process group)
+  if [ -n "$PID" ] && end group; then echo "mlflow: stopped"; else echo "mlflow: not running (from $STATE)"; fi
+  rm -f "$STATE/mlflow.pid"
 fi
 if [ "$WHAT" = all ] || [ "$WHAT" = ray ]; then
-  ray stop > /dev/null 2>&1 && echo "ray: stopped"
+  if end ray_pids; then echo "ray: stopped"; else echo "ray: not running (from $STATE)"; fi
+  if [ -f "$STATE/ray.head" ]; then
+    TEMP="$(sed -n 2p "$STATE/ray.head")"
+    case "$TEMP" in /tmp/ebm-ray-*) rm -rf "$TEMP" ;; esac  # only the temp dirs start.sh made itself
+    rm -f "$STATE/ray.head"
+  fi
 fi
 exit 0

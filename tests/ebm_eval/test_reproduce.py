@@ -19,7 +19,9 @@ from ebm_eval.reproduce import SCALES, base_config, plan, reproduce  # noqa: E40
 def ray_local():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from ebm_jobs.cluster import init_ray
+
+    init_ray("local", num_cpus=2, log_to_driver=False)  # private, whatever runs on the machine
     yield ray
     ray.shutdown()
 

@@ -13,6 +13,9 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 def ray_local():
     import ray
 
-    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)  # a trial plus 2 workers fit on 2 cores
+    from ebm_jobs.cluster import init_ray
+
+    # Always private ("local"): a head left running by the demo, or $RAY_ADDRESS, must change nothing.
+    init_ray("local", num_cpus=3, log_to_driver=False)  # a trial plus 2 workers fit on 2 cores
     yield ray
     ray.shutdown()

@@ -1,9 +1,13 @@
-"""`ray job submit` against a head started by infra/local/start.sh, its run visible through MLflow's REST API."""
+"""The local services as a newcomer meets them: infra/local/start.sh on a machine with no ~/.ray, `ray job
+submit` against it, MLflow seeing the run; library code that never attaches to that head by accident."""
 
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import urllib.request
 from pathlib import Path
 
@@ -11,24 +15,55 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+EXCLUDES = json.dumps({"excludes": ["runs/", ".services/", "*.db", "mlruns/", "benchmarks/results/"]})
+
+
+def free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def start(env: dict[str, str]) -> None:
+    out = subprocess.run(["bash", str(ROOT / "infra/local/start.sh")], env=env, capture_output=True, text=True,
+                         timeout=180)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def stop(env: dict[str, str]) -> str:
+    out = subprocess.run(["bash", str(ROOT / "infra/local/stop.sh")], env=env, capture_output=True, text=True,
+                         timeout=120)
+    return out.stdout + out.stderr
 
 
 @pytest.fixture
-def services(tmp_path):
-    env = {**os.environ, "EBM_SERVICES_DIR": str(tmp_path / "services"), "RAY_PORT": "6391",
-           "RAY_DASHBOARD_PORT": "8276", "MLFLOW_PORT": "5017", "RAY_NUM_CPUS": "2"}
-    start = subprocess.run(["bash", str(ROOT / "infra/local/start.sh")], env=env, capture_output=True, text=True,
-                           timeout=180)
-    assert start.returncode == 0, start.stdout + start.stderr
+def new_home(tmp_path):
+    """An empty HOME, as on a new machine: no ~/.ray/auth_token, no caches."""
+    home = tmp_path / "home"
+    home.mkdir()
+    return home
+
+
+@pytest.fixture
+def services(tmp_path, new_home):
+    env = {**os.environ, "HOME": str(new_home), "EBM_SERVICES_DIR": str(tmp_path / "services"), "RAY_PORT": "6391",
+           "RAY_DASHBOARD_PORT": "8276", "RAY_AGENT_PORT": "52376", "MLFLOW_PORT": "5017", "RAY_NUM_CPUS": "2"}
+    env.pop("RAY_AUTH_MODE", None)
+    start(env)
     yield env
-    subprocess.run(["bash", str(ROOT / "infra/local/stop.sh")], env=env, capture_output=True, timeout=120)
+    stop(env)
 
 
-def test_job_submit_runs_the_test_preset_and_mlflow_sees_it(services, tmp_path):
+def test_job_submit_on_a_new_machine_runs_the_test_preset_and_mlflow_sees_it(services, new_home, tmp_path):
+    token = new_home / ".ray" / "auth_token"
+    assert token.is_file() and token.stat().st_mode & 0o077 == 0  # created by start.sh, readable by its owner only
+    again = subprocess.run(["bash", str(ROOT / "infra/local/start.sh")], env=services, capture_output=True, text=True,
+                           timeout=60)
+    assert again.returncode == 0 and "ray: already running" in again.stdout and "mlflow: already running" in again.stdout
+
     run_dir = tmp_path / "job-run"
     env = {**services, "RAY_AUTH_MODE": "token", "PATH": f"{BIN}:{os.environ['PATH']}"}
     cmd = [str(BIN / "ray"), "job", "submit", "--address", "http://127.0.0.1:8276", "--working-dir", str(ROOT),
-           "--runtime-env-json", json.dumps({"excludes": ["runs/", ".services/", "*.db", "mlruns/", "benchmarks/results/"]}),
+           "--runtime-env-json", EXCLUDES,
            "--", "python", "-m", "ebm_jobs.train", "--preset", "test", "--run-dir", str(run_dir),
            "--set", "jobs.tracking_uri=http://127.0.0.1:5017"]
     job = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
@@ -39,3 +74,55 @@ def test_job_submit_runs_the_test_preset_and_mlflow_sees_it(services, tmp_path):
     assert run["info"]["status"] == "FINISHED"
     assert {"energy/diff", "loss/cd", "grad_norm/kl"} <= {m["key"] for m in run["data"]["metrics"]}
     assert (run_dir / "plots" / "energy_diff.png").is_file()
+
+    temp_dir = Path((Path(services["EBM_SERVICES_DIR"]) / "ray.head").read_text().split()[1])
+    stopped = stop(services)
+    assert "ray: stopped" in stopped and "mlflow: stopped" in stopped
+    assert not temp_dir.exists()
+    assert free(8276) and free(5017)
+
+
+def drivers(env: dict[str, str], dashboard: int) -> int:
+    """The number of driver processes that have ever connected to the head behind ``dashboard``."""
+    out = subprocess.run([str(BIN / "ray"), "list", "jobs", "--address", f"http://127.0.0.1:{dashboard}", "--format",
+                          "json", "--limit", "1000"], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.count('"DRIVER"')
+
+
+def test_private_ray_never_attaches_to_a_running_head(new_home, tmp_path):
+    """A head as the demo leaves it (default ports when they are free), made discoverable the way a user's own
+    `ray start --head` is (Ray's current-cluster file in the default temp dir): the sweep entry point and the
+    test fixtures' private Ray must neither attach to it nor fail."""
+    ray_tmp = tempfile.mkdtemp(prefix="ebmt-", dir="/tmp")  # short: Ray's socket paths live below it
+    default = (6379, 8265, 52365, 5000)
+    ports = default if all(free(p) for p in default) else (6393, 8278, 52378, 5019)
+    env = {**os.environ, "HOME": str(new_home), "EBM_SERVICES_DIR": str(tmp_path / "services"),
+           "RAY_TMPDIR": ray_tmp, "RAY_TEMP_DIR": f"{ray_tmp}/ray", "RAY_PORT": str(ports[0]),
+           "RAY_DASHBOARD_PORT": str(ports[1]), "RAY_AGENT_PORT": str(ports[2]), "MLFLOW_PORT": str(ports[3]),
+           "RAY_NUM_CPUS": "1",
+           "RAY_AUTH_MODE": "token", "PATH": f"{BIN}:{os.environ['PATH']}"}
+    env.pop("RAY_ADDRESS", None)
+    start(env)
+    try:
+        # The trap is real: Ray's own default (no address) attaches to this head and refuses num_cpus.
+        naive = subprocess.run([sys.executable, "-c", "import ray; ray.init(num_cpus=1)"], env=env,
+                               capture_output=True, text=True, timeout=120)
+        assert naive.returncode != 0 and "num_cpus" in naive.stderr, naive.stderr[-2000:]
+        before = drivers(env, ports[1])
+
+        fixture = subprocess.run([sys.executable, "-c", "from ebm_jobs.cluster import init_ray; import ray; "
+                                  "init_ray('local', num_cpus=1); print(ray.get_runtime_context().gcs_address)"],
+                                 env=env, capture_output=True, text=True, timeout=120)
+        assert fixture.returncode == 0, fixture.stderr[-2000:]
+        assert not fixture.stdout.strip().endswith(f":{ports[0]}")
+
+        sweep = subprocess.run([str(BIN / "ebm"), "sweep", "--preset", "test", "--grid", "sampler.steps=2",
+                                "--iterations", "2", "--sweep-dir", str(tmp_path / "sweep")],
+                               env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert sweep.returncode == 0, sweep.stdout[-2000:] + sweep.stderr[-2000:]
+        assert (tmp_path / "sweep" / "summary.md").is_file()
+        assert drivers(env, ports[1]) == before  # nothing connected to the head
+    finally:
+        stop(env)
+        shutil.rmtree(ray_tmp, ignore_errors=True)

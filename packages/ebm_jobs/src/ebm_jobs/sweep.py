@@ -28,6 +28,7 @@ from ebm_core.config import Config, ConfigError  # noqa: E402
 from ebm_core.presets import PRESETS, get_preset  # noqa: E402
 from ebm_core.trainer import DivergenceError, Trainer  # noqa: E402
 
+from .cluster import init_ray  # noqa: E402
 from .commands import add_arguments  # noqa: E402
 from .tracking import MLflowCallback, start_run, terminal_status  # noqa: E402
 from .train import prepare, storage_path  # noqa: E402
@@ -162,8 +163,7 @@ def sweep(cfg: Config, trials: list[tuple[str, dict[str, Any]]], *, sweep_dir: s
     uri, parent_id = start_run(parent_cfg, run_name=name, parent_run_id=parent_run_id,
                                extra_tags={"sweep": "true", "trials": str(len(trials))})
     base = parent_cfg.override({"jobs.tracking_uri": uri}).to_dict()
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False)
+    init_ray()  # $RAY_ADDRESS (set by `ray job submit`) or a private local Ray
     cpus = ray.cluster_resources().get("CPU", 1)
     per_trial = cfg.jobs.cpus_per_worker if cfg.jobs.num_workers == 1 else 0.01
     concurrency = max_concurrent or max(1, int(cpus // max(per_trial, 1)) if cfg.jobs.num_workers == 1 else 1)

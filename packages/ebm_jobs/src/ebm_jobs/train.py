@@ -25,6 +25,7 @@ from ebm_core.config import Config, ConfigError  # noqa: E402
 from ebm_core.presets import PRESETS, get_preset  # noqa: E402
 from ebm_core.trainer import latest_checkpoint  # noqa: E402
 
+from .cluster import init_ray  # noqa: E402
 from .tracking import start_run  # noqa: E402
 
 
@@ -66,7 +67,6 @@ def prepare(cfg: Config, *, resume: bool = False) -> Config:
 def fit(cfg: Config, *, run_name: str | None = None, parent_run_id: str | None = None,
         extra_callbacks: Callable[[int], list] | None = None, tune_report: bool = False) -> TrainResult:
     """Train ``cfg`` on Ray Train; returns where everything went and the last reported metrics."""
-    import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -75,8 +75,7 @@ def fit(cfg: Config, *, run_name: str | None = None, parent_run_id: str | None =
     cfg = prepare(cfg)
     storage = storage_path(cfg)
     uri, run_id = start_run(cfg, run_name=run_name, parent_run_id=parent_run_id)
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=True)
+    init_ray(log_to_driver=True)  # $RAY_ADDRESS (set by `ray job submit`) or a private local Ray
     j = cfg.jobs
     callbacks = []
     if tune_report:

@@ -1,0 +1,56 @@
+# Shared by start.sh and stop.sh (sourced, not run): where the services' state lives and how to tell
+# the processes this state directory started from anything else on the machine.
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+export PATH="$ROOT/.venv/bin:$PATH"   # the head runs jobs in the Python environment that started it
+STATE="${EBM_SERVICES_DIR:-$ROOT/.services}"
+RAY_PORT="${RAY_PORT:-6379}"
+RAY_DASHBOARD_PORT="${RAY_DASHBOARD_PORT:-8265}"
+RAY_AGENT_PORT="${RAY_AGENT_PORT:-52365}"
+MLFLOW_PORT="${MLFLOW_PORT:-5000}"
+export RAY_USAGE_STATS_ENABLED=0 MLFLOW_DISABLE_TELEMETRY=true
+
+# True when something accepts TCP connections on 127.0.0.1:$1 (whatever it answers: a token-protected
+# dashboard replies 401 to an unauthenticated HTTP probe, and that still means "up").
+listening() {
+  python - "$1" <<'EOF'
+import socket, sys
+s = socket.socket()
+s.settimeout(1)
+sys.exit(0 if s.connect_ex(("127.0.0.1", int(sys.argv[1]))) == 0 else 1)
+EOF
+}
+
+# `cmd...` in a session (and process group) of its own, with the same pid: through Python, as macOS has no setsid(1).
+SETSID=(python -c 'import os, sys; os.setsid(); os.execvp(sys.argv[1], sys.argv[1:])')
+
+# The live (not zombie) members of process group $1.
+group_members() { ps -eo pid=,pgid=,stat= | awk -v g="$1" '$2 == g && $3 !~ /^Z/ {print $1}'; }
+
+# The processes of the Ray head recorded in $STATE/ray.head (line 1: process group, line 2: temp dir).
+# start.sh runs `ray start` in a process group of its own, which every process of the head joins (GCS,
+# raylet, dashboard, agents, workers; many carry no path of the head on their command line). The group
+# counts only while one of its processes still names the head's temp dir (a unique mktemp name), so a
+# group id that another program reuses after a crash never matches.
+ray_pids() {
+  [ -f "$STATE/ray.head" ] || return 0
+  local pgid temp members pid
+  pgid="$(sed -n 1p "$STATE/ray.head")"
+  temp="$(sed -n 2p "$STATE/ray.head")"
+  [ -n "$pgid" ] && [ -n "$temp" ] || return 0
+  members="$(group_members "$pgid")"
+  for pid in $members; do
+    if ps -o args= -p "$pid" 2>/dev/null | grep -qF -- "$temp"; then echo "$members"; return 0; fi
+  done
+}
+
+# Start time of a pid as ps prints it (empty when the pid is gone): with the pid, it names one process.
+started() { ps -o lstart= -p "$1" 2>/dev/null | sed 's/^ *//'; }
+
+# The MLflow server's pid when $STATE/mlflow.pid names a live process with the recorded start time.
+mlflow_pid() {
+  [ -f "$STATE/mlflow.pid" ] || return 0
+  local pid when
+  pid="$(sed -n 1p "$STATE/mlflow.pid")"
+  when="$(sed -n 2p "$STATE/mlflow.pid")"
+  if [ -n "$pid" ] && [ -n "$when" ] && [ "$(started "$pid")" = "$when" ]; then echo "$pid"; fi
+}
