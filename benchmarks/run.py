@@ -27,7 +27,6 @@ import json
 import multiprocessing as mp
 import platform
 import resource
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -42,40 +41,14 @@ from ebm_core.fastgrad import frozen_grad  # noqa: E402
 from ebm_core.langevin import energy_grad, langevin  # noqa: E402
 from ebm_core.models import build_model  # noqa: E402
 from ebm_core.presets import get_preset  # noqa: E402
-from ebm_core.trainer import Trainer  # noqa: E402
-
-
-def timed(fn, repeats: int) -> dict[str, float]:
-    """Median, min and max seconds of ``fn`` over ``repeats`` calls, after one warm-up call."""
-    return timed_interleaved({"fn": fn}, repeats)["fn"]
-
-
-def timed_interleaved(fns: dict, repeats: int) -> dict[str, dict[str, float]]:
-    """``timed`` for several functions called in turn (A B C A B C ...), so machine drift hits all alike."""
-    for fn in fns.values():
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {k: {"median_s": statistics.median(v), "min_s": min(v), "max_s": max(v), "repeats": repeats}
-            for k, v in times.items()}
-
-
-def ratio(a: dict, b: dict, scale: float = 1.0) -> dict[str, float]:
-    """a / (scale * b): median over median, with the widest min/max combination as the range."""
-    return {"median": a["median_s"] / (scale * b["median_s"]), "min": a["min_s"] / (scale * b["max_s"]),
-            "max": a["max_s"] / (scale * b["min_s"])}
+from ebm_eval.timing import kl_cost, ratio, timed, timed_interleaved, timing_trainer  # noqa: E402
 
 
 def bench_cfg(preset: str, batch: int, steps: int, **over):
     """The preset's model and sampler on the embedded shapes at its resolution (no dataset files needed)."""
     cfg = get_preset(preset)
     return cfg.override({"data.name": "shapes", "data.root": None, "data.num_train": max(4 * batch, 256),
-                         "train.batch_size": batch, "sampler.steps": steps, "train.grad_norm_every": 10**9,
-                         "loss.ent_min_buffer": batch, "train.progress": False, **over})
+                         "train.batch_size": batch, "sampler.steps": steps, "train.progress": False, **over})
 
 
 def grad_paths(model, compile: bool) -> dict:
@@ -117,13 +90,6 @@ def floor_and_sampler(cfg, repeats: int, compile: bool) -> tuple[dict, dict]:
     return floor, sampler
 
 
-def trainer_with_buffer(cfg) -> Trainer:
-    trainer = Trainer(cfg, device="cpu")
-    trainer.buffer.add(torch.rand(4 * cfg.train.batch_size, *trainer.shape))  # L_ent active from the start
-    trainer.step_count = 1  # keep off iteration 1, which measures the two gradients apart
-    return trainer
-
-
 def baseline_with_buffer(cfg) -> BaselineStep:
     step = BaselineStep(cfg)
     step.buffer.add(torch.rand(4 * cfg.train.batch_size, *step.shape))
@@ -137,7 +103,7 @@ def train_step(preset: str, batch: int, steps: int, repeats: int, compile: bool)
     if compile:
         variants["compiled_channels_last"] = {"train.sampler_grad": "compiled", "train.channels_last": True}
     fns = {"baseline": baseline_with_buffer(cfg)}
-    fns.update({k: trainer_with_buffer(cfg.override(v)).step for k, v in variants.items()})
+    fns.update({k: timing_trainer(cfg.override(v), device="cpu").step for k, v in variants.items()})
     out = {"batch": batch, "steps": steps, "kl": True, "target": 1.5, **timed_interleaved(fns, repeats)}
     for kind in variants:
         out[f"speedup_{kind}"] = ratio(out["baseline"], out[kind])
@@ -148,11 +114,8 @@ def train_step(preset: str, batch: int, steps: int, repeats: int, compile: bool)
 
 def kl_overhead(preset: str, batch: int, steps: int, repeats: int) -> dict:
     cfg = bench_cfg(preset, batch, steps)
-    out = {"batch": batch, "steps": steps, "target": 1.05 if steps <= 40 else 1.10, "paper": 1.20}
-    out.update(timed_interleaved({name: trainer_with_buffer(cfg.override(over)).step for name, over in
-                                  (("with_kl", {}), ("without_kl", {"loss.use_opt": False, "loss.use_ent": False}))},
-                                 repeats))
-    out["ratio"] = ratio(out["with_kl"], out["without_kl"])
+    out = {"batch": batch, "steps": steps, "target": 1.05 if steps <= 40 else 1.10, "paper": 1.20,
+           **kl_cost(cfg, repeats=repeats, device="cpu")}
     print(f"kl_overhead K={steps}: x{out['ratio']['median']:.3f}", flush=True)
     return out
 
@@ -168,9 +131,7 @@ def gpu_throughput(preset: str, batch: int, steps: int, repeats: int, device: st
     variants = {"eager": {"train.sampler_grad": "plain"}, "frozen": {"train.sampler_grad": "frozen"},
                 "fast": {"train.sampler_grad": "compiled", "train.sampler_bf16": True, "train.channels_last": True}}
     for name, over in variants.items():
-        trainer = Trainer(cfg.override(over), device=device)
-        trainer.buffer.add(torch.rand(4 * batch, *trainer.shape, device=trainer.device))
-        trainer.step_count = 1
+        trainer = timing_trainer(cfg.override(over), device=device)
 
         def step() -> None:
             trainer.step()
@@ -192,7 +153,7 @@ def _step_peak_rss(args: tuple) -> dict:
     """In a fresh process: peak RSS before and after one training step of the given kind (MB)."""
     preset, batch, steps, kind = args
     cfg = bench_cfg(preset, batch, steps)
-    step = baseline_with_buffer(cfg) if kind == "baseline" else trainer_with_buffer(cfg).step
+    step = baseline_with_buffer(cfg) if kind == "baseline" else timing_trainer(cfg, device="cpu").step
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     step()
     rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -15,6 +15,16 @@ from torch import nn
 from ebm_core.presets import test as test_preset
 
 
+INTEGRATION = ("ebm_jobs/", "test_install.py")  # `pytest -m "not integration"` leaves these out: a quick loop
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        rel = item.path.relative_to(config.rootpath / "tests").as_posix()
+        if rel.startswith(INTEGRATION):
+            item.add_marker(pytest.mark.integration)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def hermetic_environment(tmp_path_factory):
     """Fresh caches (domain classifiers, reference statistics, torch hub) and no external services."""

@@ -17,7 +17,7 @@ def test_train_then_sample(tmp_path, capsys):
     # the same run directory again is refused, and nothing in it is touched
     stamp = (run / "checkpoints/step_0000006.pt").stat().st_mtime_ns
     assert main(["train", "--preset", "test", "--run-dir", str(run)]) == 2
-    assert "already holds checkpoints" in capsys.readouterr().err
+    assert "is not empty" in capsys.readouterr().err
     assert (run / "checkpoints/step_0000006.pt").stat().st_mtime_ns == stamp
     # resuming continues to a later iteration
     assert main(["train", "--preset", "test", "--run-dir", str(run), "--iterations", "8",

@@ -3,7 +3,8 @@
 import torch
 
 from ebm_core.langevin import langevin
-from ebm_core.losses import cd_loss, ent_loss, frozen, nearest_neighbour_sq, opt_loss
+from ebm_core.losses import cd_loss, ent_loss, nearest_neighbour_sq, opt_loss
+from ebm_core.models import frozen
 
 LAM, SIGMA = 0.1, 0.01
 

@@ -7,7 +7,11 @@ from scipy import linalg
 from sklearn.metrics import roc_auc_score
 
 from ebm_eval.features import DomainNet, joint_probs
-from ebm_eval.metrics import auroc, feature_stats, fid_from_features, frechet_distance, inception_score
+from ebm_eval.metrics import auroc, feature_stats, frechet_distance, inception_score
+
+
+def fid_from_features(f1, f2):
+    return frechet_distance(*feature_stats(f1), *feature_stats(f2))
 
 
 def random_features(n, seed):

@@ -3,7 +3,8 @@
 from mlflow.tracking import MlflowClient
 
 from ebm_core.presets import get_preset
-from ebm_jobs.sweep import ABLATION, grid_trials, sweep
+from ebm_core.recipes import TABLE2
+from ebm_jobs.sweep import grid_trials, sweep
 
 
 
@@ -11,12 +12,12 @@ def test_grid_parsing():
     trials = grid_trials(["loss.w_ent=0,0.3", "sampler.steps=2,3"])
     assert [t[1] for t in trials] == [{"loss.w_ent": 0, "sampler.steps": 2}, {"loss.w_ent": 0, "sampler.steps": 3},
                                       {"loss.w_ent": 0.3, "sampler.steps": 2}, {"loss.w_ent": 0.3, "sampler.steps": 3}]
-    assert len(ABLATION) == 5 and ABLATION[-1][1] == {"loss.use_opt": True, "loss.use_ent": True,
-                                                      "augment.enabled": True, "model.multiscale": True}
+    assert len(TABLE2) == 5 and TABLE2.full.overrides == {"loss.use_opt": True, "loss.use_ent": True,
+                                                         "augment.enabled": True, "model.multiscale": True}
 
 
 def test_sweep_makes_nested_runs_with_metrics_and_plots(ray_local, tmp_path):
-    trials = [ABLATION[0], ABLATION[-1]]
+    trials = [(v.name, dict(v.overrides)) for v in (TABLE2.baseline, TABLE2.full)]
     rows, parent = sweep(get_preset("test").override({"train.iterations": 4}), trials, sweep_dir=tmp_path / "sweep")
     assert [r["trial"] for r in rows] == ["baseline", "opt+ent+aug+ms"]
     assert all(r["step"] == 4 and r["diverged"] == 0.0 for r in rows)

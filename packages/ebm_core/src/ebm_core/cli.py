@@ -19,39 +19,20 @@ import torch
 
 from .callbacks import RunDirWriter, image_grid
 from .checkpoint import CheckpointError
-from .config import Config, ConfigError
+from .config import ConfigError
 from .data import DatasetError
 from .pipeline import generate, load_model
-from .presets import PRESETS, get_preset
-from .trainer import DivergenceError, Trainer, latest_checkpoint, resolve_device
-
-
-def build_config(args: argparse.Namespace) -> Config:
-    """Preset or YAML file, then ``--set`` overrides; validated before any work."""
-    cfg = Config.from_yaml(args.config) if args.config else get_preset(args.preset)
-    if args.set:
-        cfg = cfg.override(args.set)
-    return cfg
+from .runs import add_config_args, config_from_args, run_dir_for
+from .trainer import DivergenceError, Trainer, resolve_device
 
 
 def _train(args: argparse.Namespace) -> int:
-    cfg = build_config(args)
-    overrides = {}
-    if args.iterations is not None:
-        overrides["train.iterations"] = args.iterations
+    cfg = config_from_args(args)
     if args.device is not None:
-        overrides["train.device"] = args.device
+        cfg = cfg.override({"train.device": args.device})
     resume = Path(args.resume) if args.resume else None
-    if args.run_dir:
-        run_dir = Path(args.run_dir)
-        existing = latest_checkpoint(run_dir)
-        if existing is not None and resume is None:
-            raise ConfigError(f"--run-dir {run_dir} already holds checkpoints ({existing.name}); pass --resume "
-                              f"{existing} to continue it, or choose another directory (nothing was overwritten)")
-    else:  # a fresh directory per run, so nothing written before is ever overwritten
-        run_dir = Path(cfg.train.run_dir) / time.strftime("%Y%m%d-%H%M%S")
-    overrides["train.run_dir"] = str(run_dir)
-    cfg = cfg.override(overrides)
+    run_dir = run_dir_for(cfg, args.run_dir, resume=resume is not None)  # a run is never written over another
+    cfg = cfg.override({"train.run_dir": str(run_dir)})
     writer = RunDirWriter(run_dir)
     trainer = Trainer(cfg, callbacks=[writer])
     if resume is not None:
@@ -87,7 +68,7 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace) -> int:
-    sys.stdout.write(build_config(args).to_yaml())
+    sys.stdout.write(config_from_args(args).to_yaml())
     return 0
 
 
@@ -97,18 +78,10 @@ def parser() -> argparse.ArgumentParser:
                                 epilog=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
-    def config_args(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--preset", default="demo", choices=sorted(PRESETS),
-                        help="named configuration (default: demo, a few CPU minutes on the embedded shapes)")
-        sp.add_argument("--config", help="YAML config file (from `ebm config`); replaces --preset")
-        sp.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
-                        help="override one field, e.g. --set loss.w_ent=0.3 (repeatable)")
-
     t = sub.add_parser("train", help="train an EBM (Algorithm 1), then sample it (Algorithm 2)")
-    config_args(t)
-    t.add_argument("--run-dir", help="where to write (default: <train.run_dir>/<date-time>)")
+    add_config_args(t)
+    t.add_argument("--run-dir", help="where to write, a new or empty directory (default: <train.run_dir>/<date-time>)")
     t.add_argument("--resume", help="checkpoint to continue from")
-    t.add_argument("--iterations", type=int, help="shortcut for --set train.iterations=N")
     t.add_argument("--device", help="shortcut for --set train.device=... (auto, cpu, cuda)")
     t.set_defaults(func=_train)
 
@@ -124,14 +97,14 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_sample)
 
     c = sub.add_parser("config", help="print a full config as YAML")
-    config_args(c)
+    add_config_args(c)
     c.set_defaults(func=_config)
 
     # Further commands (`ebm sweep`, `ebm eval`) come from the installed packages that provide them,
     # through the "ebm.commands" entry-point group: the core never imports them.
     for ep in entry_points(group="ebm.commands"):
         try:
-            ep.load()(sub, config_args)
+            ep.load()(sub)
         except Exception as e:  # a broken plugin must not take `ebm train` down with it
             print(f"ebm: warning: command {ep.name!r} from {ep.value} is unavailable ({type(e).__name__}: {e})",
                   file=sys.stderr)

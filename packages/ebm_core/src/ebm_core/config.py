@@ -128,8 +128,14 @@ class LossConfig:
         _check(self.ent_eps > 0, "loss.ent_eps", "a positive number", self.ent_eps)
 
     @property
-    def kl_on(self) -> bool:
-        return (self.use_opt and self.w_opt > 0) or (self.use_ent and self.w_ent > 0)
+    def opt_on(self) -> bool:
+        """Whether L_opt (Eq. 7) is part of the loss."""
+        return self.use_opt and self.w_opt > 0
+
+    @property
+    def ent_on(self) -> bool:
+        """Whether L_ent (Eq. 8) is part of the loss (once the buffer holds ``ent_min_buffer`` samples)."""
+        return self.use_ent and self.w_ent > 0
 
 
 @dataclass(kw_only=True)
@@ -191,7 +197,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     log_every: int = 10
-    grad_norm_every: int = 10  # grad_norm/cd and grad_norm/kl measured separately every N iterations
+    grad_norm_every: int = 10  # grad_norm/cd and grad_norm/kl measured separately every N iterations (and at 1); 0: never
     image_every: int = 500
     checkpoint_every: int = 1000
     energy_bound: float = 10.0  # divergence guard on |energy/pos|
@@ -206,8 +212,10 @@ class TrainConfig:
     sampler_bf16: bool = False  # those steps under bfloat16 autocast (GPUs; approximate, not equal)
 
     def __post_init__(self) -> None:
-        for name in ("iterations", "batch_size", "log_every", "grad_norm_every", "image_every", "checkpoint_every"):
+        for name in ("iterations", "batch_size", "log_every", "image_every", "checkpoint_every"):
             _check(isinstance(getattr(self, name), int) and getattr(self, name) >= 1, f"train.{name}", "an int >= 1", getattr(self, name))
+        _check(isinstance(self.grad_norm_every, int) and self.grad_norm_every >= 0, "train.grad_norm_every",
+               "an int >= 0 (0: never)", self.grad_norm_every)
         _check(self.energy_bound > 0, "train.energy_bound", "a positive number", self.energy_bound)
         _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "train.device", "auto, cpu, cuda or cuda:N", self.device)
         _choice("train.sampler_grad", self.sampler_grad, ("plain", "frozen", "compiled"))

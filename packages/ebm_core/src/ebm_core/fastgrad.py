@@ -17,7 +17,8 @@ from typing import Callable
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
+
+from .models import frozen
 
 
 def frozen_grad(model: nn.Module, *, compile: bool = False, channels_last: bool = False,
@@ -26,11 +27,11 @@ def frozen_grad(model: nn.Module, *, compile: bool = False, channels_last: bool 
 
     Build it once per model: the compiled graph lives in the returned function.
     """
-    params = {k: v.detach() for k, v in model.named_parameters()}
+    energy = frozen(model)
 
     def total_energy(x: Tensor, y: Tensor | None) -> Tensor:
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-            e = functional_call(model, params, (x, y), strict=False)
+            e = energy(x, y)
         return (e.float() if bf16 else e).sum()
 
     if compile:

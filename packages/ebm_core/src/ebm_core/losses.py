@@ -6,11 +6,8 @@ over batch and scales, as the reference code averages its per-scale energies.
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
-from torch import Tensor, nn
-from torch.func import functional_call
+from torch import Tensor
 
 
 def cd_loss(e_pos: Tensor, e_neg: Tensor, *, alpha: float = 1.0) -> tuple[Tensor, Tensor]:
@@ -23,21 +20,8 @@ def cd_loss(e_pos: Tensor, e_neg: Tensor, *, alpha: float = 1.0) -> tuple[Tensor
     return l_cd, l_reg
 
 
-def frozen(model: nn.Module) -> Callable[..., Tensor]:
-    """E_{Omega(theta)}: the same network with detached parameters (no copy), for Eq. 7.
-
-    Gradients still flow through the input, so theta is reached only through x_hat.
-    """
-    params = {k: v.detach() for k, v in model.named_parameters()}
-
-    def energy(*args: Tensor, **kwargs: Tensor) -> Tensor:
-        return functional_call(model, params, args, kwargs, strict=False)
-
-    return energy
-
-
 def opt_loss(e_hat_frozen: Tensor) -> Tensor:
-    """L_opt = mean E_{Omega(theta)}(x_hat^-) (Eq. 7): pass energies from ``frozen(model)`` at x_hat."""
+    """L_opt = mean E_{Omega(theta)}(x_hat^-) (Eq. 7): pass energies from ``models.frozen(model)`` at x_hat."""
     return e_hat_frozen.mean()  # Eq. 7
 
 

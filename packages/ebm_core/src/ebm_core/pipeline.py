@@ -7,6 +7,7 @@ diffusers pipeline ties a network to a scheduler; none of the three knows of the
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -18,6 +19,14 @@ from .langevin import sample
 from .models import build_model
 
 
+def algorithm2(cfg: Config) -> dict[str, Any]:
+    """Algorithm 2's sampler settings: ``cfg.generate``, with the training sampler's step size and noise
+    where it leaves them unset; keyword arguments for ``langevin.sample``."""
+    g = cfg.generate
+    return {"rounds": g.rounds, "steps": g.steps, "step_size": g.step_size or cfg.sampler.step_size,
+            "noise": cfg.sampler.noise if g.noise is None else g.noise, "settle_rounds": g.settle_rounds}
+
+
 def generate(model: nn.Module, cfg: Config, *, num_samples: int | None = None, labels: Tensor | None = None,
              channels: int = 3, device: str | torch.device = "cpu", chain: list[Tensor] | None = None,
              progress: bool = False) -> Tensor:
@@ -25,18 +34,15 @@ def generate(model: nn.Module, cfg: Config, *, num_samples: int | None = None, l
 
     With ``chain`` a list, the state after every round is appended to it (sampling-chain pictures).
     """
-    g = cfg.generate
-    n = num_samples or g.num_samples
+    n = num_samples or cfg.generate.num_samples
     R = cfg.data.resolution
     x0 = torch.rand((n, channels, R, R), device=device)
     augment = Augment(cfg.augment, resolution=R, channels=channels)
     was_training = model.training
     model.eval()
     try:
-        return sample(lambda x: model(x, labels), x0, rounds=g.rounds, steps=g.steps,
-                      step_size=g.step_size or cfg.sampler.step_size,
-                      noise=cfg.sampler.noise if g.noise is None else g.noise,
-                      transition=augment if cfg.augment.enabled else None, settle_rounds=g.settle_rounds,
+        return sample(lambda x: model(x, labels), x0, **algorithm2(cfg),
+                      transition=augment if cfg.augment.enabled else None,
                       on_round=(lambda _, x: chain.append(x.cpu())) if chain is not None else None, progress=progress)
     finally:
         model.train(was_training)

@@ -27,8 +27,8 @@ from .data import ImageSet, dequantize, load_dataset
 from .ema import make_ema
 from .fastgrad import frozen_grad
 from .langevin import langevin
-from .losses import cd_loss, ent_loss, frozen, opt_loss
-from .models import build_model, per_scale_energies
+from .losses import cd_loss, ent_loss, opt_loss
+from .models import build_model, frozen, per_scale_energies
 from .pipeline import generate
 
 GradReduce = Callable[[list[Tensor]], None]
@@ -113,8 +113,8 @@ class Trainer:
         y = y if cfg.model.num_classes else None
 
         x0, start_idx, _ = self.buffer.sample(B, self.shape, device=self.device)  # 2. starts from B or U
-        use_opt = cfg.loss.use_opt and cfg.loss.w_opt > 0
-        use_ent = cfg.loss.use_ent and cfg.loss.w_ent > 0 and len(self.buffer) >= cfg.loss.ent_min_buffer
+        use_opt = cfg.loss.opt_on
+        use_ent = cfg.loss.ent_on and len(self.buffer) >= cfg.loss.ent_min_buffer
         X = self.buffer.reference_set(cfg.loss.ent_set_size, exclude=start_idx, device=self.device) if use_ent else None
         x0 = self.augment(x0)  # 3. x~0 = D(x~0)
 
@@ -136,7 +136,8 @@ class Trainer:
         loss_kl = cfg.loss.w_opt * l_opt + cfg.loss.w_ent * l_ent
         params = [p for p in model.parameters() if p.requires_grad]
         metrics: dict[str, float] = {}
-        if it % cfg.train.grad_norm_every == 0 or it == 1:  # Fig. 9: the two gradients apart
+        every = cfg.train.grad_norm_every
+        if every and (it % every == 0 or it == 1):  # Fig. 9: the two gradients apart
             g_cd = torch.autograd.grad(loss_cd, params, retain_graph=True)
             g_kl = (torch.autograd.grad(loss_kl, params, allow_unused=True, materialize_grads=True)
                     if loss_kl.requires_grad else [torch.zeros_like(p) for p in params])

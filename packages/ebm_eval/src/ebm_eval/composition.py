@@ -20,6 +20,7 @@ from ebm_core.composition import AND
 from ebm_core.config import Config
 from ebm_core.data import ImageSet, select_labels
 from ebm_core.langevin import sample
+from ebm_core.pipeline import algorithm2
 from ebm_core.trainer import Trainer
 
 Energy = Callable[[Tensor], Tensor]
@@ -49,12 +50,12 @@ def compose_and_sample(models: list[nn.Module], labels: list[Tensor], cfg: Confi
                        chain: list[Tensor] | None = None) -> Tensor:
     """Algorithm 2 on the AND of the conditioned models; step size scaled by 1/len(models)."""
     energy = AND([conditioned(m, y) for m, y in zip(models, labels)])
-    g, R = cfg.generate, cfg.data.resolution
+    R = cfg.data.resolution
     augment = Augment(cfg.augment, resolution=R, channels=channels)
-    return sample(energy, torch.rand(n, channels, R, R), rounds=g.rounds, steps=g.steps,
-                  step_size=(g.step_size or cfg.sampler.step_size) * energy.step_scale,
-                  noise=cfg.sampler.noise if g.noise is None else g.noise,
-                  transition=augment if cfg.augment.enabled else None, settle_rounds=g.settle_rounds,
+    settings = algorithm2(cfg)
+    settings["step_size"] *= energy.step_scale
+    return sample(energy, torch.rand(n, channels, R, R), **settings,
+                  transition=augment if cfg.augment.enabled else None,
                   on_round=(lambda _, x: chain.append(x)) if chain is not None else None)
 
 

@@ -18,7 +18,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ebm_core.data import ImageSet
+from ebm_core.config import DataConfig
+from ebm_core.data import ImageSet, load_dataset
+
+from .metrics import feature_stats, frechet_distance
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 
@@ -173,9 +176,25 @@ class DomainExtractor(Extractor):
         return torch.stack([lg.argmax(1) for lg in logits], dim=1)
 
 
+def dataset_extractor(data: DataConfig, train: ImageSet, *, test: ImageSet | None = None,
+                      progress: bool = False) -> DomainExtractor:
+    """The domain classifier of a dataset (``train`` as loaded from ``data``), trained once, then cached
+    under ``cache_dir()`` by dataset, resolution, seed and size; scored on the test split."""
+    key = f"{data.name}-{data.resolution}px-seed{data.seed}-n{len(train)}"
+    return domain_extractor(train, test if test is not None else load_dataset(data, split="test"), key=key,
+                            progress=progress)
+
+
+def fid_to_data(ext: Extractor, x: Tensor, data: ImageSet, *, n_ref: int = 1000, seed: int = 0) -> float:
+    """Fréchet distance in ``ext``'s feature space between samples ``x`` and ``n_ref`` real images (a seeded subset)."""
+    idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n_ref]
+    real = data.images[idx].float() / 255
+    return frechet_distance(*feature_stats(ext(x).features.numpy()), *feature_stats(ext(real).features.numpy()))
+
+
 def domain_extractor(train: ImageSet, test: ImageSet, *, key: str, cache: Path | None = None,
                      progress: bool = True) -> DomainExtractor:
-    """The domain classifier for a dataset, trained once and cached under ``cache_dir()``."""
+    """The domain classifier for a dataset, trained once and cached under ``cache_dir()`` as ``domain-<key>.pt``."""
     path = (cache or cache_dir()) / f"domain-{key}.pt"
     if path.is_file():
         state = torch.load(path, map_location="cpu", weights_only=True)

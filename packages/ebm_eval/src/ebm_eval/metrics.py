@@ -31,10 +31,6 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 
 
-def fid_from_features(f1: np.ndarray, f2: np.ndarray) -> float:
-    return frechet_distance(*feature_stats(f1), *feature_stats(f2))
-
-
 def inception_score(probs: np.ndarray, *, splits: int = 10) -> tuple[float, float]:
     """exp E_x KL(p(y|x) || p(y)), mean and standard deviation over ``splits`` chunks."""
     p = np.asarray(probs, dtype=np.float64)

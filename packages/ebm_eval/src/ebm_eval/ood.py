@@ -13,10 +13,8 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torchvision.transforms.v2 import functional as TF
-
 from ebm_core.config import Config, DataConfig
-from ebm_core.data import DatasetError, load_dataset
+from ebm_core.data import DatasetError, load_dataset, resize
 
 from .metrics import auroc
 
@@ -47,9 +45,9 @@ def interpolations(x: Tensor, *, seed: int = 0) -> Tensor:
     return 0.5 * x + 0.5 * x[perm]
 
 
-def _resize(x: Tensor, res: int, channels: int) -> Tensor:
-    x = TF.resize(x, [res], antialias=True)
-    x = TF.center_crop(x, [res, res]).clamp(0, 1)
+def _fit(x: Tensor, res: int, channels: int) -> Tensor:
+    """Float images to the model's resolution and channel count (greyscale repeated)."""
+    x = resize(x, res).clamp(0, 1)
     return x.expand(-1, channels, -1, -1) if x.shape[1] == 1 else x
 
 
@@ -65,7 +63,7 @@ def texture_crops(n: int, res: int, *, channels: int = 3, seed: int = 0) -> Tens
         size = int(rng.integers(48, 160))
         y, x = rng.integers(0, img.shape[0] - size), rng.integers(0, img.shape[1] - size)
         c = torch.from_numpy(img[y:y + size, x:x + size].copy())
-        crops.append(_resize(c[None, None] if c.ndim == 2 else c.permute(2, 0, 1)[None], res, channels))
+        crops.append(_fit(c[None, None] if c.ndim == 2 else c.permute(2, 0, 1)[None], res, channels))
     return torch.cat(crops)
 
 
@@ -81,7 +79,7 @@ def embedded_ood_sets(test: Tensor, *, res: int, channels: int, n: int, seed: in
         "uniform_noise": torch.rand(n, channels, res, res, generator=g),
         "constant_colour": constant,
         "textures": texture_crops(n, res, channels=channels, seed=seed),
-        "digits": _resize(digits, res, channels),
+        "digits": _fit(digits, res, channels),
     }
 
 

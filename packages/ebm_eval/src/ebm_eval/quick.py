@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import torch
-
-from ebm_core.data import load_dataset
 from ebm_core.pipeline import generate
 from ebm_core.trainer import Trainer
 
-from .features import domain_extractor
-from .metrics import feature_stats, frechet_distance
+from .features import dataset_extractor, fid_to_data
 
 
 def quick_quality(trainer: Trainer, *, n: int = 256) -> dict[str, float]:
@@ -17,11 +13,6 @@ def quick_quality(trainer: Trainer, *, n: int = 256) -> dict[str, float]:
     cfg = trainer.cfg
     if cfg.model.num_classes:
         return {}
-    test = load_dataset(cfg.data, split="test")
-    d = cfg.data
-    ext = domain_extractor(trainer.data, test, key=f"{d.name}-{d.resolution}px-seed{d.seed}-n{len(trainer.data)}",
-                           progress=False)
+    ext = dataset_extractor(cfg.data, trainer.data)
     x = generate(trainer.ema.module, cfg, num_samples=n, channels=trainer.shape[0], device=trainer.device).cpu()
-    real = trainer.data.images[torch.randperm(len(trainer.data))[: max(n, 1000)]].float() / 255
-    fid = frechet_distance(*feature_stats(ext(x).features.numpy()), *feature_stats(ext(real).features.numpy()))
-    return {"eval/fid_domain": fid}
+    return {"eval/fid_domain": fid_to_data(ext, x, trainer.data)}

@@ -8,11 +8,11 @@ Every number comes from the run that this report describes; no seed is dropped.
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import matplotlib
 
@@ -20,12 +20,42 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from ebm_core.config import Config  # noqa: E402
+from ebm_core.recipes import FIG8, TABLE2, Scale, Variant  # noqa: E402
 
-from .evaluations import runs_of  # noqa: E402
-from .reproduce import STABILITY  # noqa: E402
+from .evaluations import Evaluations, RunResult, runs_of  # noqa: E402
 
 WARMUP = 0.2  # Fig. 8's spike measure ignores the first 20 % of iterations
 RATIO_FLOOR = 0.05  # Fig. 9: "non-negligible" means grad_norm/kl >= 5 % of grad_norm/cd here
+
+
+@dataclass
+class Claim:
+    """One row of the summary: the paper's claim, our numbers, the verdict."""
+
+    claim: str
+    ours: str
+    verdict: str
+
+
+@dataclass
+class Reproduction:
+    """Everything a reproduction measured: the report's only input."""
+
+    scale_name: str
+    scale: Scale
+    command: str
+    commit: str
+    machine: dict[str, Any]
+    mlflow_uri: str
+    mlflow_run_id: str
+    kl_cost: dict[str, dict[str, Any]]  # "K<steps>" -> ebm_eval.timing.kl_cost
+    sweep_parent_run_id: str
+    sweep_wall_s: float
+    runs: list[RunResult]
+    evaluations: Evaluations
+    table4: dict[tuple[str, bool], Variant]
+    wall_s: float = 0.0
+    claims: list[Claim] = field(default_factory=list)
 
 
 def fmt(values: list[float], digits: int = 3) -> str:
@@ -51,9 +81,16 @@ def verdict(a: list[float], b: list[float], *, higher_is_better: bool) -> str:
     return "inconclusive"
 
 
-def compared(claim: str, ours: str, a: list[float], b: list[float], *, higher_is_better: bool) -> dict[str, str]:
+def compared(claim: str, ours: str, a: list[float], b: list[float], *, higher_is_better: bool) -> Claim:
     """One summary row: the paper's claim that A beats B, our numbers, and the verdict."""
-    return {"claim": claim, "ours": ours, "verdict": verdict(a, b, higher_is_better=higher_is_better)}
+    return Claim(claim, ours, verdict(a, b, higher_is_better=higher_is_better))
+
+
+def all_or_none(flags: list[bool]) -> str:
+    """Verdict of a claim about every run: all agree it holds, none does, or they disagree."""
+    if len(flags) < 2:
+        return "inconclusive (fewer than 2 runs)"
+    return "reproduced" if all(flags) else ("not reproduced" if not any(flags) else "inconclusive (runs disagree)")
 
 
 def spike(history: list[dict[str, float]], *, iterations: int, diverged: bool, bound: float) -> float:
@@ -70,31 +107,31 @@ def grad_ratio(history: list[dict[str, float]]) -> tuple[list[int], list[float]]
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
-def fig8(runs: list[dict], path: Path, iterations: int) -> None:
-    fig, axes = plt.subplots(1, len(STABILITY), figsize=(3.2 * len(STABILITY), 3.2), sharey=True)
-    for ax, (label, _) in zip(axes, STABILITY):
-        rs = runs_of(runs, "fig8", label)
+def fig8(runs: list[RunResult], path: Path, iterations: int) -> None:
+    fig, axes = plt.subplots(1, len(FIG8), figsize=(3.2 * len(FIG8), 3.2), sharey=True)
+    for ax, variant in zip(axes, FIG8):
+        rs = runs_of(runs, variant)
         for r in rs:
-            pts = [(h["step"], h["energy/diff"]) for h in r["history"] if "energy/diff" in h]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=0.8, label=f"seed {r['seed']}")
-        div = sum(bool(r["row"].get("diverged")) for r in rs)
+            pts = [(h["step"], h["energy/diff"]) for h in r.history if "energy/diff" in h]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=0.8, label=f"seed {r.seed}")
+        div = sum(r.diverged for r in rs)
         ax.axhline(0, color="grey", ls="--", lw=0.6)
         ax.axvline(WARMUP * iterations, color="grey", ls=":", lw=0.6)
-        ax.set_title(f"{label} ({div}/{len(rs)} diverged)", fontsize=9)
+        ax.set_title(f"{variant.name} ({div}/{len(rs)} diverged)", fontsize=9)
         ax.set_xlabel("iteration")
     axes[0].set_ylabel("energy/diff = E(x+) - E(x-)")
     axes[-1].legend(fontsize=7)
     _save(fig, path)
 
 
-def fig9(runs: list[dict], path: Path) -> None:
+def fig9(runs: list[RunResult], path: Path) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
     for r in runs:
-        h = r["history"]
+        h = r.history
         steps = [x["step"] for x in h if "grad_norm/cd" in x]
         ax1.plot(steps, [x["grad_norm/cd"] for x in h if "grad_norm/cd" in x], color="C0", lw=0.7, alpha=0.7)
         ax1.plot(steps, [x["grad_norm/kl"] for x in h if "grad_norm/cd" in x], color="C1", lw=0.7, alpha=0.7)
-        ax2.plot(*grad_ratio(h), lw=0.8, label=r["name"])
+        ax2.plot(*grad_ratio(h), lw=0.8, label=r.name)
     ax1.plot([], [], color="C0", label="L_CD")
     ax1.plot([], [], color="C1", label="L_KL")
     ax1.set_yscale("log")
@@ -108,13 +145,13 @@ def fig9(runs: list[dict], path: Path) -> None:
     _save(fig, path)
 
 
-def table2_figure(rows: dict[str, dict], path: Path) -> None:
+def table2_figure(fids: dict[Variant, list[float]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 3.4))
-    for i, (label, row) in enumerate(rows.items()):
-        ax.scatter([i] * len(row["fid"]), row["fid"], color="C0", s=14)
-        if row["fid"]:
-            ax.hlines(statistics.mean(row["fid"]), i - 0.25, i + 0.25, color="k")
-    ax.set_xticks(range(len(rows)), list(rows), fontsize=8)
+    for i, vals in enumerate(fids.values()):
+        ax.scatter([i] * len(vals), vals, color="C0", s=14)
+        if vals:
+            ax.hlines(statistics.mean(vals), i - 0.25, i + 0.25, color="k")
+    ax.set_xticks(range(len(fids)), [v.name for v in fids], fontsize=8)
     ax.set_ylabel("FID (domain classifier)")
     ax.set_title("Table 2 ablation: one point per seed, bar = mean")
     _save(fig, path)
@@ -127,163 +164,231 @@ def _save(fig: Any, path: Path) -> None:
     plt.close(fig)
 
 
-def analyse(results: dict[str, Any], runs: list[dict], cfg: Config, figures: Path) -> tuple[list[dict], dict[str, str]]:
-    """Claims with their numbers and verdicts, and the markdown sections (figures written as a side effect)."""
-    from ebm_jobs.sweep import ABLATION
+# Claims: one function per claim family, from typed run results to claim rows with verdicts -----------------
 
-    iters, bound = cfg.train.iterations, cfg.train.energy_bound
-    ev, claims, md = results["evaluations"], [], {}
-    fid_key = next((k for r in runs for k in r["row"] if k.startswith("eval/fid")), "eval/fid_domain")
+def fid_key(runs: list[RunResult]) -> str:
+    """The quality metric the sweep recorded: Inception FID if present, else FID-domain."""
+    return next((k for r in runs for k in r.row if k.startswith("eval/fid")), "eval/fid_domain")
 
-    # Table 2 ---------------------------------------------------------------------------------------
-    t2 = {}
-    for label, over in ABLATION:
-        rs = runs_of(runs, "table2", label)
-        t2[label] = {"fid": [r["row"][fid_key] for r in rs if r["row"].get(fid_key) is not None],
-                     "diverged": sum(bool(r["row"].get("diverged")) for r in rs), "n": len(rs),
-                     "failed": sum(1 for r in rs if "run_id" not in r["row"]), "overrides": over}
-    table2_figure(t2, figures / "table2_quality.png")
-    lines = ["| row | L_opt | L_ent | aug | multi-scale | FID-domain (lower is better) | stable (finished without diverging) |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
-    for label, row in t2.items():
-        o = row["overrides"]
-        yes = lambda k: "x" if o[k] else ""  # noqa: E731
-        lines.append(f"| {label} | {yes('loss.use_opt')} | {yes('loss.use_ent')} | {yes('augment.enabled')} | "
-                     f"{yes('model.multiscale')} | {fmt(row['fid'], 2)} | {row['n'] - row['diverged'] - row['failed']}/{row['n']} |")
-    md["table2"] = "\n".join(lines)
-    for claim, a, b in (("data augmentation improves quality (Table 2)", "aug", "baseline"),
-                        ("multi-scale energy improves quality (Table 2)", "aug+ms", "aug"),
-                        ("L_opt improves quality (Table 2)", "opt+aug+ms", "aug+ms"),
-                        ("L_ent improves quality further (Table 2)", "opt+ent+aug+ms", "opt+aug+ms"),
-                        ("the KL term (L_opt + L_ent) gives a large gain (Table 2)", "opt+ent+aug+ms", "aug+ms")):
-        claims.append(compared(claim, f"FID {a}: {fmt(t2[a]['fid'], 2)}; {b}: {fmt(t2[b]['fid'], 2)}",
-                               t2[a]["fid"], t2[b]["fid"], higher_is_better=False))
 
-    # Fig. 8 ----------------------------------------------------------------------------------------
-    fig8(runs, figures / "fig8_stability.png", iters)
-    sp, lines = {}, ["| configuration | runs | diverged | max abs energy/diff after 20 % of training | final energy/diff |",
-                     "| --- | --- | --- | --- | --- |"]
-    for label, _ in STABILITY:
-        rs = runs_of(runs, "fig8", label)
-        sp[label] = [spike(r["history"], iterations=iters, diverged=bool(r["row"].get("diverged")), bound=bound) for r in rs]
-        finals = [r["row"]["energy/diff"] for r in rs if r["row"].get("energy/diff") is not None]
-        lines.append(f"| {label} | {len(rs)} | {sum(bool(r['row'].get('diverged')) for r in rs)} | {fmt(sp[label], 4)} | "
-                     f"{fmt(finals, 4)} |")
-    md["fig8"] = "\n".join(lines)
-    for claim, a, b in (("with L_KL, self-attention trains stably; without, it does not (Fig. 8)", "KL+attn", "noKL+attn"),
-                        ("spectral norm stabilises training without L_KL (Fig. 8)", "noKL+SN", "noKL"),
-                        ("adding self-attention destabilises the spectral-norm model (Fig. 8)", "noKL+SN", "SN+attn")):
-        claims.append(compared(claim, f"max abs energy/diff {a}: {fmt(sp[a], 4)}; {b}: {fmt(sp[b], 4)}",
-                               sp[a], sp[b], higher_is_better=False))
+def table2_fids(runs: list[RunResult]) -> dict[Variant, list[float]]:
+    key = fid_key(runs)
+    return {v: [r.row[key] for r in runs_of(runs, v) if r.row.get(key) is not None] for v in TABLE2}
 
-    # Fig. 9 ----------------------------------------------------------------------------------------
-    kl_runs = [r for r in runs if any(g in ("table2", "fig8") and lab in ("opt+ent+aug+ms", "KL+attn")
-                                      for g, lab in r["roles"])]
-    fig9(kl_runs, figures / "fig9_grad_norms.png")
+
+TABLE2_CLAIMS = (("data augmentation improves quality (Table 2)", TABLE2.aug, TABLE2.baseline),
+                 ("multi-scale energy improves quality (Table 2)", TABLE2.aug_ms, TABLE2.aug),
+                 ("L_opt improves quality (Table 2)", TABLE2.opt_aug_ms, TABLE2.aug_ms),
+                 ("L_ent improves quality further (Table 2)", TABLE2.full, TABLE2.opt_aug_ms),
+                 ("the KL term (L_opt + L_ent) gives a large gain (Table 2)", TABLE2.full, TABLE2.aug_ms))
+
+
+def table2_claims(rep: Reproduction, cfg: Config) -> list[Claim]:
+    fid = table2_fids(rep.runs)
+    return [compared(claim, f"FID {a.name}: {fmt(fid[a], 2)}; {b.name}: {fmt(fid[b], 2)}", fid[a], fid[b],
+                     higher_is_better=False) for claim, a, b in TABLE2_CLAIMS]
+
+
+def fig8_spikes(runs: list[RunResult], cfg: Config) -> dict[Variant, list[float]]:
+    t = cfg.train
+    return {v: [spike(r.history, iterations=t.iterations, diverged=r.diverged, bound=t.energy_bound)
+                for r in runs_of(runs, v)] for v in FIG8}
+
+
+FIG8_CLAIMS = (("with L_KL, self-attention trains stably; without, it does not (Fig. 8)", FIG8.kl_attn, FIG8.no_kl_attn),
+               ("spectral norm stabilises training without L_KL (Fig. 8)", FIG8.no_kl_sn, FIG8.no_kl),
+               ("adding self-attention destabilises the spectral-norm model (Fig. 8)", FIG8.no_kl_sn, FIG8.sn_attn))
+
+
+def fig8_claims(rep: Reproduction, cfg: Config) -> list[Claim]:
+    sp = fig8_spikes(rep.runs, cfg)
+    return [compared(claim, f"max abs energy/diff {a.name}: {fmt(sp[a], 4)}; {b.name}: {fmt(sp[b], 4)}", sp[a], sp[b],
+                     higher_is_better=False) for claim, a, b in FIG8_CLAIMS]
+
+
+def kl_runs(runs: list[RunResult]) -> list[RunResult]:
+    """Runs trained with the KL term whose gradient norms Fig. 9 shows (Table 2's full row, Fig. 8's KL+attn)."""
+    return [r for r in runs if TABLE2.full in r.roles or FIG8.kl_attn in r.roles]
+
+
+def fig9_ratios(runs: list[RunResult]) -> tuple[list[float], list[float]]:
+    """Per run: the median of grad_norm/kl / grad_norm/cd, and its late-half / early-half drift."""
     med, drift = [], []
-    for r in kl_runs:
-        _, ratio = grad_ratio(r["history"])
+    for r in kl_runs(runs):
+        _, ratio = grad_ratio(r.history)
         ratio = [v for v in ratio if v > 0]  # before L_ent starts and with L_opt off, the KL gradient is 0
         if len(ratio) >= 4:
             half = len(ratio) // 2
             med.append(statistics.median(ratio))
             drift.append(statistics.median(ratio[half:]) / statistics.median(ratio[:half]))
-    md["fig9"] = (f"Runs with the KL term ({len(kl_runs)}: {', '.join(r['name'] for r in kl_runs)}). Median "
-                  f"grad_norm/kl / grad_norm/cd per run: {fmt(med)}. Late-half median / early-half median: {fmt(drift)}.")
-    claims.append({"claim": "the KL gradient is non-negligible (Fig. 9)",
-                   "ours": f"median ratio kl/cd {fmt(med)} (threshold {RATIO_FLOOR})",
-                   "verdict": _all_or_none([m >= RATIO_FLOOR for m in med])})
-    claims.append({"claim": "the relative magnitude of the two gradients stays constant over training (Fig. 9)",
-                   "ours": f"late/early median ratio {fmt(drift)} (constant: within 0.5-2)",
-                   "verdict": _all_or_none([0.5 <= d <= 2 for d in drift])})
+    return med, drift
 
-    # Fig. 6, Fig. 7 --------------------------------------------------------------------------------
-    mix = ev["mixing"]
-    w, wo = [m["with_aug"] for m in mix], [m["without_aug"] for m in mix]
-    md["fig6"] = (f"Mean pairwise RMS distance of {results['scale_spec']['mixing_chains']} chains from one start "
-                  f"(opt+ent+aug+ms models, one per seed): with augmentation transitions {fmt(w, 4)}; "
-                  f"without {fmt(wo, 4)}.")
-    claims.append(compared("augmentation transitions let chains from one start reach different samples (Fig. 6)",
-                           f"mean pairwise distance with {fmt(w, 4)} vs without {fmt(wo, 4)}", w, wo,
-                           higher_is_better=True))
-    lt = ev["lowtemp"]
-    f_full, f_base = [x["fid_domain"] for x in lt["opt+ent+aug+ms"]], [x["fid_domain"] for x in lt["baseline"]]
-    s_full, s_base = [x["saturated"] for x in lt["opt+ent+aug+ms"]], [x["saturated"] for x in lt["baseline"]]
-    md["fig7"] = (f"{results['scale_spec']['lowtemp_steps']} noise-free steps from uniform noise. FID-domain to the "
-                  f"data: with KL + augmentation {fmt(f_full, 2)}; baseline (no KL, no augmentation) {fmt(f_base, 2)}. "
-                  f"Fraction of saturated pixels (<= 0.01 or >= 0.99): {fmt(s_full)} vs {fmt(s_base)}.")
-    claims.append(compared("low-temperature samples stay data-like with KL + augmentation, not without (Fig. 7)",
-                           f"FID-domain {fmt(f_full, 2)} vs baseline {fmt(f_base, 2)}", f_full, f_base,
-                           higher_is_better=False))
 
-    # Table 3, Table 4 ------------------------------------------------------------------------------
-    ood = ev["ood"]
-    sets = list(ood["KL"][0]["table"]) if ood["KL"] else []
+def fig9_claims(rep: Reproduction, cfg: Config) -> list[Claim]:
+    med, drift = fig9_ratios(rep.runs)
+    return [Claim("the KL gradient is non-negligible (Fig. 9)", f"median ratio kl/cd {fmt(med)} (threshold {RATIO_FLOOR})",
+                  all_or_none([m >= RATIO_FLOOR for m in med])),
+            Claim("the relative magnitude of the two gradients stays constant over training (Fig. 9)",
+                  f"late/early median ratio {fmt(drift)} (constant: within 0.5-2)",
+                  all_or_none([0.5 <= d <= 2 for d in drift]))]
+
+
+def fig6_claims(rep: Reproduction, cfg: Config) -> list[Claim]:
+    w, wo = [m.with_aug for m in rep.evaluations.mixing], [m.without_aug for m in rep.evaluations.mixing]
+    return [compared("augmentation transitions let chains from one start reach different samples (Fig. 6)",
+                     f"mean pairwise distance with {fmt(w, 4)} vs without {fmt(wo, 4)}", w, wo, higher_is_better=True)]
+
+
+def fig7_claims(rep: Reproduction, cfg: Config) -> list[Claim]:
+    ev = rep.evaluations
+    full, base = [x.fid_domain for x in ev.lowtemp_full], [x.fid_domain for x in ev.lowtemp_baseline]
+    return [compared("low-temperature samples stay data-like with KL + augmentation, not without (Fig. 7)",
+                     f"FID-domain {fmt(full, 2)} vs baseline {fmt(base, 2)}", full, base, higher_is_better=False)]
+
+
+def table3_claims(rep: Reproduction, cfg: Config) -> list[Claim]:
+    a, b = ([x.table["average"]["energy"] for x in ood] for ood in (rep.evaluations.ood_kl, rep.evaluations.ood_no_kl))
+    return [compared("the KL term improves OOD detection (Table 3; the paper credits better mode exploration)",
+                     f"average AUROC with KL {fmt(a)} vs without {fmt(b)}", a, b, higher_is_better=True)]
+
+
+def table4_claims(rep: Reproduction, cfg: Config) -> list[Claim]:
+    ev = rep.evaluations
+    a, b = ([c.rows[-1]["all"] for c in comp] for comp in (ev.composition_kl, ev.composition_no_kl))
+    return [compared("compositional generation is more accurate with the improved training (Table 4)",
+                     f"all {len(ev.composition_attributes)} attributes right: with KL {fmt(a)} vs without {fmt(b)}",
+                     a, b, higher_is_better=True)]
+
+
+def kl_cost_claims(rep: Reproduction, cfg: Config) -> list[Claim]:
+    """Sec. 4: at most the paper's ~20 % at the largest K; the ratio's whole min-max range decides."""
+    kc = rep.kl_cost
+    keys = sorted(kc, key=lambda k: int(k[1:]))
+    hi = kc[keys[-1]]["ratio"]
+    return [Claim("the KL term costs about 20 % at K=60, less at more steps (Sec. 4)",
+                  ", ".join(f"{k}: x{kc[k]['ratio']['median']:.3f}" for k in keys),
+                  "reproduced (at most the paper's cost)" if hi["max"] <= 1.25 else
+                  ("not reproduced" if hi["min"] > 1.25 else "inconclusive"))]
+
+
+CLAIMS: tuple[Callable[[Reproduction, Config], list[Claim]], ...] = (
+    table2_claims, fig8_claims, fig9_claims, fig6_claims, fig7_claims, table3_claims, table4_claims, kl_cost_claims)
+
+
+def analyse(rep: Reproduction, cfg: Config) -> list[Claim]:
+    """Every claim of the paper this report checks, in report order."""
+    return [c for claims in CLAIMS for c in claims(rep, cfg)]
+
+
+# Sections: the tables and sentences of the report ----------------------------------------------------------
+
+def table2_section(rep: Reproduction, cfg: Config) -> str:
+    fid = table2_fids(rep.runs)
+    lines = ["| row | L_opt | L_ent | aug | multi-scale | FID-domain (lower is better) | stable (finished without diverging) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for v in TABLE2:
+        rs = runs_of(rep.runs, v)
+        stable = len(rs) - sum(r.diverged for r in rs) - sum(not r.finished for r in rs)
+        yes = lambda k: "x" if v.overrides[k] else ""  # noqa: E731
+        lines.append(f"| {v.name} | {yes('loss.use_opt')} | {yes('loss.use_ent')} | {yes('augment.enabled')} | "
+                     f"{yes('model.multiscale')} | {fmt(fid[v], 2)} | {stable}/{len(rs)} |")
+    return "\n".join(lines)
+
+
+def fig8_section(rep: Reproduction, cfg: Config) -> str:
+    sp = fig8_spikes(rep.runs, cfg)
+    lines = ["| configuration | runs | diverged | max abs energy/diff after 20 % of training | final energy/diff |",
+             "| --- | --- | --- | --- | --- |"]
+    for v in FIG8:
+        rs = runs_of(rep.runs, v)
+        finals = [r.row["energy/diff"] for r in rs if r.row.get("energy/diff") is not None]
+        lines.append(f"| {v.name} | {len(rs)} | {sum(r.diverged for r in rs)} | {fmt(sp[v], 4)} | {fmt(finals, 4)} |")
+    return "\n".join(lines)
+
+
+def fig9_section(rep: Reproduction, cfg: Config) -> str:
+    runs = kl_runs(rep.runs)
+    med, drift = fig9_ratios(rep.runs)
+    return (f"Runs with the KL term ({len(runs)}: {', '.join(r.name for r in runs)}). Median "
+            f"grad_norm/kl / grad_norm/cd per run: {fmt(med)}. Late-half median / early-half median: {fmt(drift)}.")
+
+
+def fig6_section(rep: Reproduction, cfg: Config) -> str:
+    mix = rep.evaluations.mixing
+    return (f"Mean pairwise RMS distance of {rep.scale.mixing_chains} chains from one start "
+            f"(opt+ent+aug+ms models, one per seed): with augmentation transitions {fmt([m.with_aug for m in mix], 4)}; "
+            f"without {fmt([m.without_aug for m in mix], 4)}.")
+
+
+def fig7_section(rep: Reproduction, cfg: Config) -> str:
+    full, base = rep.evaluations.lowtemp_full, rep.evaluations.lowtemp_baseline
+    return (f"{rep.scale.lowtemp_steps} noise-free steps from uniform noise. FID-domain to the data: with KL + "
+            f"augmentation {fmt([x.fid_domain for x in full], 2)}; baseline (no KL, no augmentation) "
+            f"{fmt([x.fid_domain for x in base], 2)}. Fraction of saturated pixels (<= 0.01 or >= 0.99): "
+            f"{fmt([x.saturated for x in full])} vs {fmt([x.saturated for x in base])}.")
+
+
+def table3_section(rep: Reproduction, cfg: Config) -> str:
+    kl, no_kl = rep.evaluations.ood_kl, rep.evaluations.ood_no_kl
     lines = ["| OOD set | with KL: -E(x) | without KL: -E(x) | with KL: -grad norm | without KL: -grad norm |",
              "| --- | --- | --- | --- | --- |"]
-    for s in sets:
-        col = lambda k, score: fmt([x["table"][s][score] for x in ood[k]])  # noqa: E731
-        lines.append(f"| {s} | {col('KL', 'energy')} | {col('noKL', 'energy')} | {col('KL', 'grad_norm')} | "
-                     f"{col('noKL', 'grad_norm')} |")
-    md["table3"] = "\n".join(lines)
-    a, b = ([x["table"]["average"]["energy"] for x in ood[k]] for k in ("KL", "noKL"))
-    claims.append(compared("the KL term improves OOD detection (Table 3; the paper credits better mode exploration)",
-                           f"average AUROC with KL {fmt(a)} vs without {fmt(b)}", a, b, higher_is_better=True))
-    comp = ev["composition"]
-    attrs = comp["attributes"]
+    for s in (list(kl[0].table) if kl else []):
+        col = lambda ood, score: fmt([x.table[s][score] for x in ood])  # noqa: E731
+        lines.append(f"| {s} | {col(kl, 'energy')} | {col(no_kl, 'energy')} | {col(kl, 'grad_norm')} | "
+                     f"{col(no_kl, 'grad_norm')} |")
+    return "\n".join(lines)
+
+
+def table4_section(rep: Reproduction, cfg: Config) -> str:
+    ev = rep.evaluations
+    attrs = ev.composition_attributes
     lines = ["| composed attributes | with KL: all correct | without KL: all correct |", "| --- | --- | --- |"]
     for k in range(len(attrs)):
-        col = lambda key: fmt([c["rows"][k]["all"] for c in comp[key]])  # noqa: E731
-        lines.append(f"| {' & '.join(attrs[:k + 1])} | {col('KL')} | {col('noKL')} |")
-    md["table4"] = "\n".join(lines)
-    a, b = ([c["rows"][-1]["all"] for c in comp[k]] for k in ("KL", "noKL"))
-    claims.append(compared("compositional generation is more accurate with the improved training (Table 4)",
-                           f"all {len(attrs)} attributes right: with KL {fmt(a)} vs without {fmt(b)}", a, b,
-                           higher_is_better=True))
+        col = lambda comp: fmt([c.rows[k]["all"] for c in comp])  # noqa: E731
+        lines.append(f"| {' & '.join(attrs[:k + 1])} | {col(ev.composition_kl)} | {col(ev.composition_no_kl)} |")
+    return "\n".join(lines)
 
-    # KL cost ---------------------------------------------------------------------------------------
-    kc = results["kl_cost"]
+
+def kl_cost_section(rep: Reproduction, cfg: Config) -> str:
     lines = ["| K | with KL (s/step) | without KL (s/step) | ratio (median; min-max) |", "| --- | --- | --- | --- |"]
-    for k, row in kc.items():
+    for k, row in rep.kl_cost.items():
+        r = row["ratio"]
         lines.append(f"| {k[1:]} | {row['with_kl']['median_s']:.3f} | {row['without_kl']['median_s']:.3f} | "
-                     f"{row['ratio']:.3f} ({row['ratio_range'][0]:.3f}-{row['ratio_range'][1]:.3f}) |")
-    md["kl_cost"] = "\n".join(lines)
-    keys = sorted(kc, key=lambda k: int(k[1:]))
-    hi = kc[keys[-1]]
-    ok = hi["ratio_range"][1] <= 1.25
-    claims.append({"claim": "the KL term costs about 20 % at K=60, less at more steps (Sec. 4)",
-                   "ours": ", ".join(f"{k}: x{kc[k]['ratio']:.3f}" for k in keys),
-                   "verdict": "reproduced (at most the paper's cost)" if ok else
-                   ("not reproduced" if hi["ratio_range"][0] > 1.25 else "inconclusive")})
-    return claims, md
+                     f"{r['median']:.3f} ({r['min']:.3f}-{r['max']:.3f}) |")
+    return "\n".join(lines)
 
 
-def _all_or_none(flags: list[bool]) -> str:
-    if len(flags) < 2:
-        return "inconclusive (fewer than 2 runs)"
-    return "reproduced" if all(flags) else ("not reproduced" if not any(flags) else "inconclusive (runs disagree)")
+SECTIONS: dict[str, Callable[[Reproduction, Config], str]] = {
+    "table2": table2_section, "fig8": fig8_section, "fig9": fig9_section, "fig6": fig6_section,
+    "fig7": fig7_section, "table3": table3_section, "table4": table4_section, "kl_cost": kl_cost_section}
 
 
-def write(results: dict[str, Any], runs: list[dict], *, report: Path, config: Config) -> None:
-    """Figures into ``results/`` beside the report, then the report itself."""
+def draw_figures(rep: Reproduction, cfg: Config, figures: Path) -> None:
+    """Table 2, Fig. 8 and Fig. 9 from the runs (the Fig. 6-7 and Table 4 grids come with the evaluations)."""
+    table2_figure(table2_fids(rep.runs), figures / "table2_quality.png")
+    fig8(rep.runs, figures / "fig8_stability.png", cfg.train.iterations)
+    fig9(kl_runs(rep.runs), figures / "fig9_grad_norms.png")
+
+
+def write(rep: Reproduction, *, report: Path, config: Config) -> None:
+    """The claims (into ``rep.claims``), the figures into ``results/`` beside the report, then the report itself."""
     figures = report.parent / "results"
-    claims, md = analyse(results, runs, config, figures)
-    results["claims"] = claims
+    rep.claims = analyse(rep, config)
+    draw_figures(rep, config, figures)
+    md = {name: section(rep, config) for name, section in SECTIONS.items()}
+    claims, runs, spec, ev = rep.claims, rep.runs, rep.scale, rep.evaluations
     rel = lambda name: f"results/{name}"  # noqa: E731
-    spec = results["scale_spec"]
-    counts = {v: sum(c["verdict"].startswith(v) for c in claims) for v in ("reproduced", "not reproduced", "inconclusive")}
-    ev = results["evaluations"]
-    sw = results["sweep"]
+    counts = {v: sum(c.verdict.startswith(v) for c in claims) for v in ("reproduced", "not reproduced", "inconclusive")}
     comp_pngs = sorted(p.name for p in figures.glob("table4_composition_*.png"))
-    text = f"""# Reproducing improved contrastive divergence (Du et al. 2021) at `{results['scale']}` scale
+    text = f"""# Reproducing improved contrastive divergence (Du et al. 2021) at `{rep.scale_name}` scale
 
-Written by `{results['command']}` at commit `{results['commit']}`, on {results['machine']['platform']}
-(torch {results['machine']['torch']}, {results['machine']['threads']} threads, GPU: {results['machine']['gpu']}).
-Wall time {results['wall_s'] / 60:.1f} min: the sweep of {len(runs)} runs took {sw['wall_s'] / 60:.1f} min,
-the evaluations {ev['wall_s'] / 60:.1f} min. MLflow: run `{results['mlflow']['run_id']}` (the sweep's parent run
-`{sw['parent_run_id']}` is nested under it) at `{results['mlflow']['uri']}`.
+Written by `{rep.command}` at commit `{rep.commit}`, on {rep.machine['platform']}
+(torch {rep.machine['torch']}, {rep.machine['threads']} threads, GPU: {rep.machine['gpu']}).
+Wall time {rep.wall_s / 60:.1f} min: the sweep of {len(runs)} runs took {rep.sweep_wall_s / 60:.1f} min,
+the evaluations {ev.wall_s / 60:.1f} min. MLflow: run `{rep.mlflow_run_id}` (the sweep's parent run
+`{rep.sweep_parent_run_id}` is nested under it) at `{rep.mlflow_uri}`.
 
-Scale: {spec['note']}. Seeds per configuration: {spec['seeds']} (composition: {spec['comp_seeds']}).
+Scale: {spec.note}. Seeds per configuration: {spec.seeds} (composition: {spec.comp_seeds}).
 Every number below comes from this run; no seed was dropped. Values are mean ± standard deviation
 over seeds, followed by each seed's value. **Verdict rule:** a claim "A beats B" is *reproduced* when
 the mean difference goes the claimed way by more than twice its standard error, *not reproduced*
@@ -295,7 +400,7 @@ day of GPU training are not expected to show; an inconclusive verdict says exact
 
 | claim (paper) | here | verdict |
 | --- | --- | --- |
-""" + "\n".join(f"| {c['claim']} | {c['ours']} | **{c['verdict']}** |" for c in claims) + f"""
+""" + "\n".join(f"| {c.claim} | {c.ours} | **{c.verdict}** |" for c in claims) + f"""
 
 ## 1. Ablation (Table 2)
 
@@ -340,7 +445,7 @@ AUROC, in-distribution = the embedded test images; with KL = `opt+ent+aug+ms`, w
 ## 7. Compositional generation (Table 4)
 
 Fraction of samples whose every conditioned attribute the domain classifier recovers (its
-accuracy per attribute on real test images: {ev['domain_classifier_accuracy']}).
+accuracy per attribute on real test images: {ev.domain_classifier_accuracy}).
 
 {md['table4']}
 
@@ -349,7 +454,7 @@ accuracy per attribute on real test images: {ev['domain_classifier_accuracy']}).
 ## 8. Cost of the KL term
 
 Training-step time at batch {config.train.batch_size} on this machine's model, measured before the sweep with
-nothing else running ({spec['kl_cost_repeats']} timed steps after one warm-up). The `cifar10` preset model's
+nothing else running ({spec.kl_cost_repeats} timed steps after one warm-up). The `cifar10` preset model's
 figures are in `benchmarks/results/core.json`.
 
 {md['kl_cost']}
@@ -365,18 +470,3 @@ Base configuration (every run; each run's overrides are in `results.json` and it
 {config.to_yaml()}```
 """
     report.write_text(text)
-
-
-def log_to_mlflow(uri: str, run_id: str, results: dict[str, Any], report: Path) -> None:
-    """The report, its figures and the verdict counts on the reproduce run, which then ends."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(uri)
-    client.log_artifact(run_id, str(report))
-    client.log_artifacts(run_id, str(report.parent / "results"), artifact_path="results")
-    client.log_text(run_id, json.dumps(results, indent=2, default=str), "results.json")
-    for v in ("reproduced", "not reproduced", "inconclusive"):
-        client.log_metric(run_id, f"claims/{v.replace(' ', '_')}", sum(c["verdict"].startswith(v) for c in results["claims"]))
-    for k, row in results["kl_cost"].items():
-        client.log_metric(run_id, f"kl_cost/{k}", row["ratio"])
-    client.set_terminated(run_id, "FINISHED")

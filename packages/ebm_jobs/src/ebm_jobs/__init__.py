@@ -1,1 +1,3 @@
-"""Ray Train / Tune jobs and MLflow tracking around ebm_core. Skeleton: issue 3."""
+"""Orchestration around ebm_core and ebm_eval: Ray Train jobs, Ray Tune sweeps, MLflow tracking,
+evaluation jobs on stored models and the paper's reproduction (``ebm sweep``, ``ebm eval``,
+``ebm reproduce``)."""

@@ -16,31 +16,23 @@ import itertools
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from ebm_core.callbacks import Callback, RunDirWriter  # noqa: E402
+from ebm_core.callbacks import Callback  # noqa: E402
 from ebm_core.config import Config, ConfigError  # noqa: E402
-from ebm_core.presets import PRESETS, get_preset  # noqa: E402
-from ebm_core.trainer import DivergenceError, Trainer  # noqa: E402
+from ebm_core.recipes import TABLE2  # noqa: E402
+from ebm_core.runs import config_from_args, new_run_dir  # noqa: E402
+from ebm_core.trainer import Trainer  # noqa: E402
 
 from .cluster import init_ray  # noqa: E402
-from .commands import add_arguments  # noqa: E402
-from .tracking import MLflowCallback, start_run, terminal_status  # noqa: E402
+from .commands import add_sweep_arguments, module_main  # noqa: E402
+from .run import train_run  # noqa: E402
+from .tracking import start_run, terminal_status  # noqa: E402
 from .train import prepare, storage_path  # noqa: E402
-
-# Table 2 of the paper: L_opt, L_ent, data augmentation, multi-scale.
-ABLATION: list[tuple[str, dict[str, Any]]] = [
-    ("baseline", {"loss.use_opt": False, "loss.use_ent": False, "augment.enabled": False, "model.multiscale": False}),
-    ("aug", {"loss.use_opt": False, "loss.use_ent": False, "augment.enabled": True, "model.multiscale": False}),
-    ("aug+ms", {"loss.use_opt": False, "loss.use_ent": False, "augment.enabled": True, "model.multiscale": True}),
-    ("opt+aug+ms", {"loss.use_opt": True, "loss.use_ent": False, "augment.enabled": True, "model.multiscale": True}),
-    ("opt+ent+aug+ms", {"loss.use_opt": True, "loss.use_ent": True, "augment.enabled": True, "model.multiscale": True}),
-]
 
 
 def grid_trials(grid: list[str]) -> list[tuple[str, dict[str, Any]]]:
@@ -57,15 +49,6 @@ def grid_trials(grid: list[str]) -> list[tuple[str, dict[str, Any]]]:
     for combo in itertools.product(*axes):
         trials.append((",".join(f"{k}={v}" for k, v in combo), dict(combo)))
     return trials
-
-
-def quality(trainer: Trainer) -> dict[str, float]:
-    """The quality metric available: ebm_eval's domain FID when installed, nothing otherwise."""
-    try:
-        from ebm_eval.quick import quick_quality
-    except ImportError:
-        return {}
-    return quick_quality(trainer)
 
 
 class TuneReport(Callback):
@@ -95,23 +78,14 @@ def run_trial(params: dict[str, Any]) -> None:
         final = {**result.metrics, "diverged": float(result.diverged), "run_id": result.run_id}
         tune.report(final)
         return
-    import torch
+    from ebm_eval.quick import quick_quality
 
-    torch.set_num_threads(cfg.jobs.cpus_per_worker)
     uri, run_id = start_run(cfg, run_name=params["name"], parent_run_id=params["parent_run_id"],
                             extra_tags={"trial": params["name"]})
-    writer = RunDirWriter(cfg.train.run_dir)
-    tracker = MLflowCallback(tracking_uri=uri, run_id=run_id, writer=writer, flush_every=cfg.train.log_every)
-    trainer = Trainer(cfg, callbacks=[writer, tracker, TuneReport()], device="cpu" if not cfg.jobs.use_gpu else None)
-    try:
-        trainer.fit()
-    except DivergenceError as e:  # the trainer has already written and logged its curves
-        tracker.end(terminal_status(False), error=str(e))
-        tune.report({"step": trainer.step_count, "diverged": 1.0, "run_id": run_id, **_tail(trainer)})
-        return
-    q = quality(trainer)
-    tracker.finish(trainer, q)
-    tune.report({"step": trainer.step_count, "diverged": 0.0, "run_id": run_id, **_tail(trainer), **q})
+    outcome = train_run(cfg, tracking_uri=uri, run_id=run_id, callbacks=[TuneReport()],
+                        device="cpu" if not cfg.jobs.use_gpu else None, extra_metrics=quick_quality)
+    tune.report({"step": outcome.trainer.step_count, "diverged": float(outcome.diverged), "run_id": run_id,
+                 **_tail(outcome.trainer), **outcome.extra})
 
 
 def _tail(trainer: Trainer) -> dict[str, float]:
@@ -159,7 +133,7 @@ def sweep(cfg: Config, trials: list[tuple[str, dict[str, Any]]], *, sweep_dir: s
     sweep_dir = Path(sweep_dir).expanduser().resolve()
     parent_cfg = prepare(cfg.override({"train.run_dir": str(sweep_dir)}))
     storage = storage_path(parent_cfg)
-    name = name or f"sweep-{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = name or f"sweep-{cfg.preset}-{sweep_dir.name}"
     uri, parent_id = start_run(parent_cfg, run_name=name, parent_run_id=parent_run_id,
                                extra_tags={"sweep": "true", "trials": str(len(trials))})
     base = parent_cfg.override({"jobs.tracking_uri": uri}).to_dict()
@@ -214,13 +188,12 @@ def sweep(cfg: Config, trials: list[tuple[str, dict[str, Any]]], *, sweep_dir: s
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    cfg = Config.from_yaml(args.config) if args.config else get_preset(args.preset)
-    cfg = cfg.override((args.set or []) + ([f"train.iterations={args.iterations}"] if args.iterations else []))
-    trials = list(ABLATION) if args.ablation else []
+    cfg = config_from_args(args)
+    trials = [(v.name, dict(v.overrides)) for v in TABLE2] if args.ablation else []
     trials += grid_trials(args.grid) if args.grid else []
     if not trials:
         raise ConfigError("ebm sweep: give --ablation and/or at least one --grid axis")
-    sweep_dir = args.sweep_dir or f"runs/sweeps/{time.strftime('%Y%m%d-%H%M%S')}"
+    sweep_dir = args.sweep_dir or new_run_dir("runs/sweeps")
     rows, parent = sweep(cfg, trials, sweep_dir=sweep_dir, asha=args.asha, max_concurrent=args.max_concurrent)
     print(summary_table(rows))
     print(f"ebm sweep: parent MLflow run {parent}; summary in {Path(sweep_dir).resolve() / 'summary.md'}")
@@ -228,17 +201,8 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ebm_jobs.sweep", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="demo", choices=sorted(PRESETS))
-    p.add_argument("--config")
-    p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE")
-    add_arguments(p)
-    try:
-        return run_from_args(p.parse_args(argv))
-    except (ConfigError, FileNotFoundError) as e:
-        print(f"ebm_jobs.sweep: error: {e}", file=sys.stderr)
-        return 2
+    return module_main(argv, prog="python -m ebm_jobs.sweep", doc=__doc__, add_arguments=add_sweep_arguments,
+                       run=run_from_args)
 
 
 if __name__ == "__main__":

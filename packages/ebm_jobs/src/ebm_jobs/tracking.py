@@ -51,21 +51,34 @@ def server_reachable(uri: str, *, timeout: float = 3.0) -> bool:
         return False
 
 
-def git_commit() -> str:
+def git_commit() -> tuple[str, bool]:
+    """(HEAD's sha, whether tracked files differ from it) of the checkout these packages run from;
+    ("unknown", False) outside a git checkout."""
+    here = Path(__file__).resolve().parent
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or "unknown"
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=here)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+                               timeout=5, cwd=here)
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return "unknown", False
+    if sha.returncode != 0 or not sha.stdout.strip():
+        return "unknown", False
+    return sha.stdout.strip(), bool(dirty.stdout.strip())
+
+
+def describe_commit() -> str:
+    """The commit for a report: its sha, and whether the tree had uncommitted changes."""
+    sha, dirty = git_commit()
+    return sha + (" (with uncommitted changes)" if dirty else "")
 
 
 def run_tags(cfg: Config) -> dict[str, str]:
     """Tags that make runs easy to compare in the UI."""
-    kl = [n for n, on in (("opt", cfg.loss.use_opt and cfg.loss.w_opt > 0), ("ent", cfg.loss.use_ent and cfg.loss.w_ent > 0)) if on]
+    kl = [n for n, on in (("opt", cfg.loss.opt_on), ("ent", cfg.loss.ent_on)) if on]
+    sha, dirty = git_commit()
     return {"preset": cfg.preset, "dataset": cfg.data.name, "kl_terms": "+".join(kl) or "none",
             "augment": str(cfg.augment.enabled).lower(), "multiscale": str(cfg.model.multiscale).lower(),
-            "git_commit": git_commit()}
+            "git_commit": sha, "git_dirty": str(dirty).lower()}
 
 
 def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
@@ -213,3 +226,17 @@ def _log_pyfunc(uri: str, run_id: str, export: Path) -> None:
 
 def terminal_status(ok: bool) -> str:
     return RunStatus.to_string(RunStatus.FINISHED if ok else RunStatus.FAILED)
+
+
+def log_reproduction(uri: str, run_id: str, results_json: str, report: Path, verdicts: dict[str, int],
+                     kl_cost: dict[str, float]) -> None:
+    """The report, its figures, ``results.json``, verdict counts and KL-cost ratios on the reproduce run, which ends."""
+    client = MlflowClient(uri)
+    client.log_artifact(run_id, str(report))
+    client.log_artifacts(run_id, str(report.parent / "results"), artifact_path="results")
+    client.log_text(run_id, results_json, "results.json")
+    for verdict, n in verdicts.items():
+        client.log_metric(run_id, f"claims/{verdict.replace(' ', '_')}", n)
+    for k, r in kl_cost.items():
+        client.log_metric(run_id, f"kl_cost/{k}", r)
+    client.set_terminated(run_id, terminal_status(True))

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -22,8 +21,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from ebm_core.config import Config, ConfigError  # noqa: E402
-from ebm_core.presets import PRESETS, get_preset  # noqa: E402
-from ebm_core.trainer import latest_checkpoint  # noqa: E402
+from ebm_core.runs import add_config_args, check_new_run, config_from_args, run_dir_for  # noqa: E402
 
 from .cluster import init_ray  # noqa: E402
 from .tracking import start_run  # noqa: E402
@@ -54,14 +52,9 @@ def storage_path(cfg: Config) -> str:
     return str(path)
 
 
-def prepare(cfg: Config, *, resume: bool = False) -> Config:
-    """Absolute run directory (workers do not share the driver's working directory); never clobber a run."""
-    run_dir = Path(cfg.train.run_dir).expanduser().resolve()
-    existing = latest_checkpoint(run_dir)
-    if existing is not None and not resume:
-        raise ConfigError(f"train.run_dir {run_dir} already holds checkpoints ({existing.name}); choose another "
-                          f"directory (nothing was overwritten)")
-    return cfg.override({"train.run_dir": str(run_dir)})
+def prepare(cfg: Config) -> Config:
+    """Absolute run directory (workers do not share the driver's working directory); never written over a run."""
+    return cfg.override({"train.run_dir": str(check_new_run(cfg.train.run_dir))})
 
 
 def fit(cfg: Config, *, run_name: str | None = None, parent_run_id: str | None = None,
@@ -88,7 +81,7 @@ def fit(cfg: Config, *, run_name: str | None = None, parent_run_id: str | None =
                            "extra_callbacks": extra_callbacks},
         scaling_config=ScalingConfig(num_workers=j.num_workers, use_gpu=j.use_gpu,
                                      resources_per_worker={"CPU": j.cpus_per_worker, **({"GPU": 1} if j.use_gpu else {})}),
-        run_config=RunConfig(name=run_name or f"ebm-{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=storage,
+        run_config=RunConfig(name=run_name or f"ebm-{cfg.preset}-{Path(cfg.train.run_dir).name}", storage_path=storage,
                              failure_config=FailureConfig(max_failures=j.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2), callbacks=callbacks),
     )
@@ -112,16 +105,13 @@ def ui_address(uri: str, run_id: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m ebm_jobs.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="demo", choices=sorted(PRESETS))
-    p.add_argument("--config", help="YAML config file; replaces --preset")
-    p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE", help="override a field (repeatable)")
-    p.add_argument("--run-dir", help="absolute run directory (default: <train.run_dir>/<date-time>)")
+    add_config_args(p)
+    p.add_argument("--run-dir", help="a new or empty directory, on storage every node sees "
+                                     "(default: <train.run_dir>/<date-time>)")
     args = p.parse_args(argv)
     try:
-        cfg = Config.from_yaml(args.config) if args.config else get_preset(args.preset)
-        cfg = cfg.override(args.set or [])
-        run_dir = args.run_dir or str(Path(cfg.train.run_dir) / time.strftime("%Y%m%d-%H%M%S"))
-        cfg = cfg.override({"train.run_dir": run_dir})
+        cfg = config_from_args(args)
+        cfg = cfg.override({"train.run_dir": str(run_dir_for(cfg, args.run_dir))})
         result = fit(cfg)
     except (ConfigError, FileNotFoundError) as e:
         print(f"ebm_jobs.train: error: {e}", file=sys.stderr)

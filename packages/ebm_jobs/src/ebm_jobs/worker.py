@@ -1,4 +1,4 @@
-"""The Ray Train worker loop: it wraps ``ebm_core.Trainer`` and touches it in four marked places.
+"""The Ray Train worker loop: it runs ``run.train_run`` (the core trainer) with four marked touches.
 
 (1) data sharded by rank, gradients averaged with ``all_reduce_mean`` over the process group that
     ``TorchTrainer`` set up (gloo on CPU, NCCL on GPU); one replay buffer per worker;
@@ -20,13 +20,13 @@ import ray.train
 import ray.train.torch
 import torch
 
-from ebm_core.callbacks import Callback, RunDirWriter
+from ebm_core.callbacks import Callback
 from ebm_core.checkpoint import load_checkpoint, save_checkpoint
 from ebm_core.config import Config
 from ebm_core.distributed import all_reduce_mean
-from ebm_core.trainer import DivergenceError, Trainer
+from ebm_core.trainer import Trainer
 
-from .tracking import MLflowCallback, terminal_status
+from .run import train_run
 
 SHARED = "shared.pt"
 
@@ -71,31 +71,17 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     cfg = Config.from_dict(loop_config["config"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.set_num_threads(cfg.jobs.cpus_per_worker)
-
-    callbacks: list[Callback] = []
-    tracker = None
-    if rank == 0:
-        writer = RunDirWriter(cfg.train.run_dir)
-        tracker = MLflowCallback(tracking_uri=loop_config["tracking_uri"], run_id=loop_config["run_id"], writer=writer,
-                                 flush_every=cfg.train.log_every)
-        callbacks += [writer, tracker]
     factory: Callable[[int], list[Callback]] | None = loop_config.get("extra_callbacks")
-    callbacks += factory(rank) if factory else []
-    callbacks.append(RayReport(rank))  # last: the checkpoint it reports has seen every other callback
-
-    trainer = Trainer(cfg, callbacks=callbacks, grad_reduce=all_reduce_mean, rank=rank, world_size=world,  # (1)
-                      device=ray.train.torch.get_device())
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
+
+    def restore_latest(trainer: Trainer) -> None:  # (2)
         with checkpoint.as_directory() as d:
-            restore(trainer, Path(d), rank)  # (2)
-    try:
-        trainer.fit(write_checkpoints=False)  # (4)
-    except DivergenceError as e:  # every rank sees the same reduced energies, so all stop here together
-        if tracker is not None:
-            tracker.end(terminal_status(False), error=str(e))
-        ray.train.report({"step": trainer.step_count, "diverged": 1.0, "error": str(e)})
-        return
-    if tracker is not None:
-        tracker.finish(trainer)
+            restore(trainer, Path(d), rank)
+
+    outcome = train_run(cfg, tracking_uri=loop_config["tracking_uri"], run_id=loop_config["run_id"], rank=rank,
+                        world_size=world, grad_reduce=all_reduce_mean, device=ray.train.torch.get_device(),  # (1)
+                        callbacks=[*(factory(rank) if factory else []), RayReport(rank)],  # (3) last: it has seen the rest
+                        restore=restore_latest if checkpoint is not None else None,
+                        write_checkpoints=False)  # (4) fit; RayReport writes the checkpoints
+    if outcome.diverged:
+        ray.train.report({"step": outcome.trainer.step_count, "diverged": 1.0, "error": outcome.error})

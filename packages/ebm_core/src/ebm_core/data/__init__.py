@@ -18,7 +18,7 @@ from torchvision.transforms.v2 import functional as TF
 from ..config import ConfigError, DataConfig
 from .shapes import ATTRIBUTES, make_shapes
 
-__all__ = ["DatasetError", "ImageSet", "load_dataset", "dequantize"]
+__all__ = ["DatasetError", "ImageSet", "load_dataset", "dequantize", "resize"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
@@ -58,8 +58,8 @@ def dequantize(x: Tensor) -> Tensor:
     return x * 255 / 256 + torch.rand_like(x) / 256
 
 
-def _resize(images: Tensor, resolution: int) -> Tensor:
-    """uint8 (N, C, H, W) -> uint8 (N, C, R, R): resize the short side, centre-crop."""
+def resize(images: Tensor, resolution: int) -> Tensor:
+    """(N, C, H, W) -> (N, C, R, R), uint8 or float: resize the short side (antialiased), centre-crop."""
     if images.shape[-2:] == (resolution, resolution):
         return images
     out = TF.resize(images, [resolution], antialias=True)
@@ -81,7 +81,7 @@ def _cifar(cfg: DataConfig, train: bool, root: Path) -> ImageSet:
         raise _missing(cfg.name, root, f"missing or corrupt files ({e})") from e
     images = torch.from_numpy(np.asarray(ds.data)).permute(0, 3, 1, 2).contiguous()  # (N, 3, 32, 32)
     k = 10 if cfg.name == "cifar10" else 100
-    return ImageSet(_resize(images, cfg.resolution), torch.tensor(ds.targets).long()[:, None], (k,), ("class",), cfg.name)
+    return ImageSet(resize(images, cfg.resolution), torch.tensor(ds.targets).long()[:, None], (k,), ("class",), cfg.name)
 
 
 def _svhn(cfg: DataConfig, train: bool, root: Path) -> ImageSet:
@@ -92,7 +92,7 @@ def _svhn(cfg: DataConfig, train: bool, root: Path) -> ImageSet:
     except (RuntimeError, OSError, ValueError, KeyError) as e:
         raise _missing("svhn", root, f"missing or corrupt files ({e})") from e
     images = torch.from_numpy(np.asarray(ds.data))  # (N, 3, 32, 32)
-    return ImageSet(_resize(images, cfg.resolution), torch.from_numpy(ds.labels).long()[:, None], (10,), ("digit",), "svhn")
+    return ImageSet(resize(images, cfg.resolution), torch.from_numpy(ds.labels).long()[:, None], (10,), ("digit",), "svhn")
 
 
 def _imagefolder(cfg: DataConfig, train: bool, root: Path) -> ImageSet:
@@ -114,7 +114,7 @@ def _imagefolder(cfg: DataConfig, train: bool, root: Path) -> ImageSet:
                 t = TF.pil_to_tensor(im.convert("RGB"))
         except (UnidentifiedImageError, OSError) as e:
             raise _missing("imagefolder", files[i], f"unreadable image ({e})") from e
-        images.append(_resize(t[None], cfg.resolution)[0])
+        images.append(resize(t[None], cfg.resolution)[0])
         labels.append(classes.index(files[i].parent.relative_to(root).as_posix()))
     return ImageSet(torch.stack(images), torch.tensor(labels)[:, None], (max(len(classes), 2),), ("class",), "imagefolder")
 
@@ -134,7 +134,7 @@ def _imagenet32(cfg: DataConfig, train: bool, root: Path) -> ImageSet:
             raise _missing("imagenet32", f, f"array 'data' of shape {data.shape}, not (N, 3072)")
         images.append(torch.from_numpy(data).view(-1, 3, 32, 32))
         labels.append(torch.from_numpy(np.asarray(lab)).long() - 1)  # labels are 1-based
-    return ImageSet(_resize(torch.cat(images), cfg.resolution), torch.cat(labels)[:, None], (1000,), ("class",), "imagenet32")
+    return ImageSet(resize(torch.cat(images), cfg.resolution), torch.cat(labels)[:, None], (1000,), ("class",), "imagenet32")
 
 
 def _digits(cfg: DataConfig, train: bool) -> ImageSet:

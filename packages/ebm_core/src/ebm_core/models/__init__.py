@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 from torch import Tensor, nn
+from torch.func import functional_call
 
 from ..config import ConfigError, ModelConfig
 from .multiscale import MultiScaleEnergy
 from .resnet import MIN_FEATURE_RES, ResNetEnergy
 
-__all__ = ["MultiScaleEnergy", "ResNetEnergy", "build_model", "per_scale_energies"]
+__all__ = ["MultiScaleEnergy", "ResNetEnergy", "build_model", "frozen", "per_scale_energies"]
 
 
 def build_model(cfg: ModelConfig, *, resolution: int, in_channels: int = 3) -> nn.Module:
@@ -34,3 +37,17 @@ def per_scale_energies(model: nn.Module, x: Tensor, y: Tensor | None = None) -> 
     if isinstance(model, MultiScaleEnergy):
         return model.energies(x, y)
     return model(x, y).unsqueeze(1)
+
+
+def frozen(model: nn.Module) -> Callable[..., Tensor]:
+    """E_{Omega(theta)}: the same network with detached parameters (no copy), for Eq. 7 and the sampler.
+
+    Gradients still flow through the input, so theta is reached only through x_hat; the detached
+    tensors share storage with the live ones, so optimiser updates are seen.
+    """
+    params = {k: v.detach() for k, v in model.named_parameters()}
+
+    def energy(*args: Tensor, **kwargs: Tensor) -> Tensor:
+        return functional_call(model, params, args, kwargs, strict=False)
+
+    return energy

@@ -11,8 +11,9 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from ebm_core.config import ConfigError  # noqa: E402
+from ebm_core.recipes import FIG8, SCALES, TABLE2, table4  # noqa: E402
 from ebm_eval.report import verdict  # noqa: E402
-from ebm_eval.reproduce import SCALES, base_config, plan, reproduce  # noqa: E402
+from ebm_jobs.reproduce import plan, reproduce  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +36,12 @@ def test_verdict_rule():
 
 def test_plan_trains_identical_configurations_once():
     scale = SCALES["small"]
-    trials = plan(scale, base_config(scale), {"shape": 3, "colour": 6})
+    models = table4({"shape": 3, "colour": 6}, scale.comp_overrides)
+    trials = plan(scale, scale.base(), models)
     names = [t.name for t in trials]
     assert len(names) == len(set(names))
-    shared = [t for t in trials if ("table2", "aug") in t.roles]
-    assert len(shared) == scale.seeds and all(("fig8", "noKL") in t.roles for t in shared)  # demo: aug on, one scale
+    shared = [t for t in trials if TABLE2.aug in t.roles]
+    assert len(shared) == scale.seeds and all(FIG8.no_kl in t.roles for t in shared)  # demo: aug on, one scale
     assert len(trials) == scale.seeds * 9 + scale.comp_seeds * 2 * len(scale.comp_attributes)
 
 
@@ -57,20 +59,20 @@ def test_smoke_scale_end_to_end(ray_local, tmp_path):
     from mlflow.tracking import MlflowClient
 
     report = tmp_path / "docs" / "RESULTS.md"
-    res = reproduce("test", out=tmp_path / "work", report=report, log=lambda *_: None)
+    rep = reproduce("test", out=tmp_path / "work", report=report, log=lambda *_: None)
     text = report.read_text()
     for section in ("Table 2", "Fig. 8", "Fig. 9", "Fig. 6", "Fig. 7", "Table 3", "Table 4", "Cost of the KL term"):
         assert section in text, section
     for png in ("table2_quality", "fig8_stability", "fig9_grad_norms", "fig6_mixing", "fig7_lowtemp"):
         assert (report.parent / "results" / f"{png}.png").stat().st_size > 0, png
-    assert {c["verdict"].split(" (")[0] for c in res["claims"]} <= {"reproduced", "not reproduced", "inconclusive"}
-    assert len(res["claims"]) == 15
+    assert {c.verdict.split(" (")[0] for c in rep.claims} <= {"reproduced", "not reproduced", "inconclusive"}
+    assert len(rep.claims) == 15
     saved = json.loads((tmp_path / "work" / "results.json").read_text())
-    assert saved["mlflow"]["run_id"] == res["mlflow"]["run_id"]
-    assert all(r["row"].get("run_id") for r in res["runs"])  # every trial finished with its own MLflow run
-    client = MlflowClient(res["mlflow"]["uri"])
-    run = client.get_run(res["mlflow"]["run_id"])
+    assert saved["mlflow_run_id"] == rep.mlflow_run_id and len(saved["claims"]) == 15
+    assert all(r.row.get("run_id") for r in rep.runs)  # every trial finished with its own MLflow run
+    client = MlflowClient(rep.mlflow_uri)
+    run = client.get_run(rep.mlflow_run_id)
     assert run.info.status == "FINISHED"
     assert "RESULTS.md" in [a.path for a in client.list_artifacts(run.info.run_id)]
-    sweep = client.get_run(res["sweep"]["parent_run_id"])
+    sweep = client.get_run(rep.sweep_parent_run_id)
     assert sweep.data.tags["mlflow.parentRunId"] == run.info.run_id

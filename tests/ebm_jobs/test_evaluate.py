@@ -11,7 +11,7 @@ from ebm_core.checkpoint import CheckpointError
 from ebm_core.config import ConfigError
 from ebm_core.presets import get_preset
 from ebm_core.trainer import Trainer
-from ebm_eval.job import evaluate, main
+from ebm_jobs.evaluate import evaluate, main
 from ebm_jobs.tracking import MLflowCallback, start_run
 
 

@@ -1,0 +1,71 @@
+"""The front end every entry point shares (``ebm train``, ``ebm sweep``, ``python -m ebm_jobs.train``,
+``ebm reproduce``): which config (``--preset``/``--config``/``--set``) and which run directory.
+
+A run directory is either new (``<parent>/<date-time>``, created exclusively, so two runs started in
+the same second never share one) or named by the user, and then it must be empty: a run is never
+written over another.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import time
+from pathlib import Path
+
+from .config import Config, ConfigError
+from .presets import PRESETS, get_preset
+
+
+def add_config_args(p: argparse.ArgumentParser, *, default_preset: str = "demo") -> None:
+    """``--preset``, ``--config``, ``--set`` and the ``--iterations`` shortcut."""
+    p.add_argument("--preset", default=default_preset, choices=sorted(PRESETS),
+                   help=f"named configuration (default: {default_preset})")
+    p.add_argument("--config", help="YAML config file (from `ebm config`); replaces --preset")
+    p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
+                   help="override one field, e.g. --set loss.w_ent=0.3 (repeatable)")
+    p.add_argument("--iterations", type=int, help="shortcut for --set train.iterations=N")
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """Preset or YAML file, then ``--set`` overrides, then ``--iterations``; validated before any work."""
+    cfg = Config.from_yaml(args.config) if args.config else get_preset(args.preset)
+    overrides = list(args.set or [])
+    if getattr(args, "iterations", None) is not None:
+        overrides.append(f"train.iterations={args.iterations}")
+    return cfg.override(overrides) if overrides else cfg
+
+
+def new_run_dir(parent: str | Path, *, prefix: str = "") -> Path:
+    """Create and return ``parent/<prefix><YYYYmmdd-HHMMSS>`` (``-2``, ``-3``, ... when that name is taken)."""
+    parent = Path(parent).expanduser().resolve()
+    parent.mkdir(parents=True, exist_ok=True)
+    stem = prefix + time.strftime("%Y%m%d-%H%M%S")
+    for i in itertools.count(1):
+        path = parent / (stem if i == 1 else f"{stem}-{i}")
+        try:
+            path.mkdir()  # exclusive: fails if another run took the name first
+            return path
+        except FileExistsError:
+            continue
+    raise AssertionError("unreachable")
+
+
+def check_new_run(run_dir: str | Path) -> Path:
+    """The absolute path of a run directory the user named, refused when it already holds anything."""
+    path = Path(run_dir).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"run directory {path} is a file, not a directory (nothing was written)")
+    held = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
+    if held:
+        shown = ", ".join(held[:5]) + (", ..." if len(held) > 5 else "")
+        raise ConfigError(f"run directory {path} is not empty (it holds {shown}); choose a new directory, or "
+                          f"continue a run with `ebm train --resume <its checkpoint>` (nothing was overwritten)")
+    return path
+
+
+def run_dir_for(cfg: Config, run_dir: str | Path | None, *, resume: bool = False) -> Path:
+    """The named run directory (checked unless resuming), else a new one under ``cfg.train.run_dir``."""
+    if run_dir is None:
+        return new_run_dir(cfg.train.run_dir)
+    return Path(run_dir).expanduser().resolve() if resume else check_new_run(run_dir)
