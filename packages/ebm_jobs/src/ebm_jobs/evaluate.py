@@ -27,7 +27,7 @@ from ebm_core.checkpoint import CheckpointError
 from ebm_core.config import ConfigError
 from ebm_eval.evaluate import Evaluation, check_metrics, evaluate_file
 
-from .commands import add_eval_arguments, module_main
+from .arguments import add_eval_arguments, module_main
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 

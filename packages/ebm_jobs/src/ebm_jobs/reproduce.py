@@ -38,7 +38,7 @@ from ebm_eval.evaluations import RunResult
 from ebm_eval.features import dataset_extractor
 from ebm_eval.timing import kl_cost
 
-from .commands import add_reproduce_arguments, module_main
+from .arguments import add_reproduce_arguments, module_main
 from .sweep import sweep
 from .tracking import describe_commit, log_reproduction, start_run
 
