@@ -19,6 +19,7 @@ fi
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 EXTRA=()
 if [ "${1:-}" = "test" ]; then EXTRA=(-r requirements-test.txt); fi
+echo "install.sh: installing into .venv (a few minutes on a new machine: torch alone is about 5 GB)"
 # One resolution for everything; torch/torchvision are pinned and come from the local wheels here.
 # pip's "Location ... is ignored" notes are dropped from the output; its exit status is kept (pipefail).
 .venv/bin/pip install -q "torch==2.14.1" "torchvision==0.29.1" \

@@ -94,5 +94,5 @@ def test_model_export_holds_the_ema_weights_without_the_buffer(tiny_cfg, tmp_pat
     assert cfg == tiny_cfg
     for p, q in zip(model.parameters(), t.ema.module.parameters()):
         assert torch.equal(p, q)
-    with pytest.raises(CheckpointError, match="not an ebm_core checkpoint"):
+    with pytest.raises(CheckpointError, match="is a model export.*not resumed"):
         load_checkpoint(path)  # an export cannot be mistaken for a resumable checkpoint

@@ -54,3 +54,27 @@ def test_core_imports_neither_ray_nor_mlflow_and_plugins_register():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["config", "eval", "reproduce", "sample", "sweep", "train"]
+
+
+def test_a_full_disk_is_one_line_and_the_last_checkpoint_survives(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import torch
+
+    import ebm_core.checkpoint as ckpt
+
+    real_save, calls = torch.save, []
+
+    def save(obj, f):
+        calls.append(1)
+        if len(calls) > 1:  # the first checkpoint is written, the second meets a full disk
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "run" / "checkpoints"))
+        real_save(obj, f)
+
+    monkeypatch.setattr(ckpt.torch, "save", save)
+    assert main(["train", "--preset", "test", "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "Traceback" not in err
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["step_0000003.pt"]  # no temp file left
+    monkeypatch.setattr(ckpt.torch, "save", real_save)
+    assert ckpt.load_checkpoint(tmp_path / "run" / "checkpoints" / "step_0000003.pt")["step"] == 3

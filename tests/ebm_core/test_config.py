@@ -64,3 +64,12 @@ def test_bad_yaml_files(tmp_path):
 def test_flat_view_for_trackers():
     flat = get_preset("test").flat()
     assert flat["loss.w_ent"] == 0.3 and flat["preset"] == "test"
+
+
+def test_run_directories_started_in_the_same_second_differ(tmp_path, monkeypatch):
+    import ebm_core.runs as runs
+
+    monkeypatch.setattr(runs.time, "strftime", lambda fmt: "20260101-000000")
+    first, second = runs.new_run_dir(tmp_path), runs.new_run_dir(tmp_path)
+    assert first != second and first.is_dir() and second.is_dir()
+    assert [first.name, second.name] == ["20260101-000000", "20260101-000000-2"]

@@ -82,3 +82,37 @@ def test_imagenet32_npz(tmp_path):
     np.savez(tmp_path / "train_data_batch_1.npz", data=data[:, :100], labels=np.arange(6))
     with pytest.raises(DatasetError, match=r"\(N, 3072\)"):
         load_dataset(DataConfig(name="imagenet32", root=str(tmp_path), resolution=32))
+
+
+def test_imagefolder_converts_every_mode(tmp_path):
+    """16-bit greyscale keeps its grey levels (not clipped to white); palettes, alpha and greyscale become the RGB
+    they show (transparency over white)."""
+    root = tmp_path / "imgs" / "a"
+    root.mkdir(parents=True)
+    ramp = (np.arange(32 * 32).reshape(32, 32) * 64).astype(np.uint16)  # 0 .. 65472
+    Image.fromarray(ramp).save(root / "g16.png")
+    pal = Image.new("P", (32, 32))
+    pal.putpalette([200, 10, 20] * 256)
+    pal.save(root / "pal.png")
+    Image.new("RGBA", (32, 32), (0, 0, 255, 0)).save(root / "clear.png")
+    Image.new("LA", (32, 32), (80, 255)).save(root / "grey.png")
+    from ebm_core.data import to_rgb
+
+    px = {p.stem: np.asarray(to_rgb(Image.open(p))) for p in root.iterdir()}
+    assert abs(px["g16"].mean() - 127.5) < 2 and px["g16"].max() == 255 and px["g16"].min() == 0
+    assert (px["pal"][0, 0] == [200, 10, 20]).all()
+    assert (px["clear"] == 255).all()
+    assert (px["grey"] == 80).all()
+    data = load_dataset(DataConfig(name="imagefolder", root=str(tmp_path / "imgs"), resolution=16), split="train")
+    assert data.images.shape[1:] == (3, 16, 16) and data.images.dtype == torch.uint8
+
+
+def test_imagefolder_refuses_oversized_images(tmp_path, monkeypatch):
+    import ebm_core.data as data_mod
+
+    monkeypatch.setattr(data_mod, "MAX_IMAGE_PIXELS", 1000)
+    (tmp_path / "a").mkdir()
+    for i in range(3):
+        Image.new("RGB", (40, 40)).save(tmp_path / "a" / f"{i}.png")
+    with pytest.raises(DatasetError, match=r"40x40 pixels.*refused"):
+        load_dataset(DataConfig(name="imagefolder", root=str(tmp_path), resolution=16), split="train")

@@ -1,5 +1,6 @@
 """Trainer: a short run stays finite and bounded, the metrics of DESIGN §4, the guard, the hooks."""
 
+import json
 import math
 
 import pytest
@@ -100,3 +101,24 @@ def test_sharding_gives_disjoint_batches(tiny_cfg):
     assert not set(a.batch_indices(0).tolist()) & set(b.batch_indices(0).tolist())
     with pytest.raises(ConfigError, match="batch_size"):
         Trainer(tiny_cfg.override({"train.batch_size": 400}), world_size=2)
+
+
+def test_resume_takes_the_configs_learning_rate(tiny_cfg, tmp_path):
+    """After a divergence at a large step, resuming with a smaller optim.lr must use it, not the stored one."""
+    t = Trainer(tiny_cfg.override({"optim.lr": 1.0, "optim.betas": [0.5, 0.9]}))
+    t.step()
+    ckpt = t.save_checkpoint()
+    again = Trainer(tiny_cfg.override({"optim.lr": 2e-4, "train.run_dir": str(tmp_path / "again")}))
+    again.resume(ckpt)
+    assert [(g["lr"], tuple(g["betas"])) for g in again.optimizer.param_groups] == [(2e-4, (0.0, 0.9))]
+    assert again.optimizer.state_dict()["state"]  # the moments themselves are kept
+
+
+def test_diverged_step_ends_the_metrics_file(tiny_cfg):
+    from ebm_core.callbacks import RunDirWriter
+
+    t = Trainer(tiny_cfg.override({"train.energy_bound": 1e-9}), callbacks=[RunDirWriter(tiny_cfg.train.run_dir)])
+    with pytest.raises(DivergenceError, match="iteration 1"):
+        t.fit()
+    last = json.loads((t.run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["step"] == 1 and last["diverged"] == 1.0 and abs(last["energy/pos"]) > 1e-9

@@ -65,5 +65,8 @@ class RunDirWriter(Callback):
         self.paths[tag] = image_grid(images, self.run_dir / "samples" / name)
 
     def on_fit_end(self, trainer: "Trainer") -> None:
+        if trainer.history and trainer.history[-1].get("diverged"):  # the guard's step never reached on_step_end
+            with open(self.run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(trainer.history[-1]) + "\n")
         self.paths["energy_diff"] = plot_energy_diff(trainer.history, self.run_dir / "plots" / "energy_diff.png")
         self.paths["grad_norm"] = plot_grad_norms(trainer.history, self.run_dir / "plots" / "grad_norm.png")

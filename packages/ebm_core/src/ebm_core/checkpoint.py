@@ -51,8 +51,14 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises several types for truncated or foreign files
-        raise CheckpointError(f"checkpoint {path} could not be read ({type(e).__name__}: {e})") from e
+        # torch's own message suggests weights_only=False, which would run code from the file: not passed on.
+        raise CheckpointError(f"checkpoint {path} could not be read: not a torch checkpoint, truncated, or holding "
+                              f"objects other than tensors and plain values (refused unloaded, for safety; "
+                              f"{type(e).__name__})") from None
     formats = {FORMAT: REQUIRED_KEYS, **({MODEL_FORMAT: MODEL_KEYS} if allow_model else {})}
+    if isinstance(state, dict) and state.get("format") == MODEL_FORMAT and not allow_model:
+        raise CheckpointError(f"checkpoint {path} is a model export (weights and config only): it can be sampled or "
+                              f"evaluated, not resumed; resume from a run's checkpoints/step_<n>.pt")
     if not isinstance(state, dict) or state.get("format") not in formats:
         raise CheckpointError(f"checkpoint {path} is not an ebm_core checkpoint (expected format {' or '.join(formats)})")
     missing = [k for k in formats[state["format"]] if k not in state]

@@ -22,7 +22,7 @@ from .checkpoint import CheckpointError
 from .config import ConfigError
 from .data import DatasetError
 from .pipeline import generate, load_model
-from .runs import add_config_args, config_from_args, run_dir_for
+from .runs import add_config_args, config_from_args, resume_run_dir, run_dir_for
 from .trainer import DivergenceError, Trainer, resolve_device
 
 
@@ -30,17 +30,29 @@ def _train(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     if args.device is not None:
         cfg = cfg.override({"train.device": args.device})
-    resume = Path(args.resume) if args.resume else None
-    run_dir = run_dir_for(cfg, args.run_dir, resume=resume is not None)  # a run is never written over another
+    forked_from = None
+    if args.resume:  # continue in the checkpoint's own run, or fork into a new one; never touch another run
+        run_dir, forked_from = resume_run_dir(args.resume, args.run_dir)
+    else:
+        run_dir = run_dir_for(cfg, args.run_dir)
     cfg = cfg.override({"train.run_dir": str(run_dir)})
     writer = RunDirWriter(run_dir)
     trainer = Trainer(cfg, callbacks=[writer])
-    if resume is not None:
-        trainer.resume(resume)
+    if args.resume:
+        trainer.resume(args.resume)  # checked (format, model and data configs) before anything is written
+    if forked_from is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "forked_from.txt").write_text(f"{forked_from}\n")
     print(f"ebm: training preset={cfg.preset} data={cfg.data.name}@{cfg.data.resolution}px for "
           f"{cfg.train.iterations} iterations on {trainer.device}; run directory {run_dir}", flush=True)
     t0 = time.time()
-    trainer.fit()
+    try:
+        trainer.fit()
+    except KeyboardInterrupt:
+        last = trainer.last_checkpoint
+        again = f"; continue with: ebm train --resume {last}" if last else " (no checkpoint written yet)"
+        print(f"\nebm: interrupted at iteration {trainer.step_count}; last checkpoint {last}{again}", file=sys.stderr)
+        return 130
     trainer.generate_samples()
     print(f"ebm: done in {time.time() - t0:.0f} s")
     for label, key in (("samples (Algorithm 2, EMA)", "samples_ema"), ("sampling chain", "chain"),
@@ -111,16 +123,33 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+USER_ERRORS = (ConfigError, DatasetError, CheckpointError, FileNotFoundError)  # what the user can fix
+
+
+def report_error(prog: str, e: BaseException) -> int:
+    """One line on stderr and the exit code for what a user meets (2: bad input or a failed write, 3: divergence,
+    130: Ctrl-C); anything else is re-raised, as a bug wants its traceback. Every entry point ends through here."""
+    if isinstance(e, USER_ERRORS):
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    if isinstance(e, DivergenceError):
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 3
+    if isinstance(e, OSError):  # a write that failed: read-only filesystem, full disk, a file where a directory goes
+        print(f"{prog}: error: cannot write {e.filename or 'a file'}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    if isinstance(e, KeyboardInterrupt):
+        print(f"\n{prog}: interrupted", file=sys.stderr)
+        return 130
+    raise e
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, DatasetError, CheckpointError, FileNotFoundError) as e:
-        print(f"ebm: error: {e}", file=sys.stderr)
-        return 2
-    except DivergenceError as e:
-        print(f"ebm: {e}", file=sys.stderr)
-        return 3
+    except BaseException as e:
+        return report_error("ebm", e)
 
 
 if __name__ == "__main__":

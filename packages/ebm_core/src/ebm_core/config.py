@@ -7,6 +7,7 @@ bad value is rejected before any work starts. Presets live in ``presets.py``.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
@@ -188,6 +189,10 @@ class GenerateConfig:
             _check(isinstance(getattr(self, name), int) and getattr(self, name) >= 1, f"generate.{name}", "an int >= 1", getattr(self, name))
         for name in ("rounds", "settle_rounds"):
             _check(isinstance(getattr(self, name), int) and getattr(self, name) >= 0, f"generate.{name}", "an int >= 0", getattr(self, name))
+        _check(self.rounds + self.settle_rounds >= 1, "generate.rounds", "rounds + settle_rounds >= 1 (else no Langevin "
+               "step is taken and the samples are the uniform noise they start from)", self.rounds)
+        _check(self.step_size is None or self.step_size > 0, "generate.step_size", "null or a positive number", self.step_size)
+        _check(self.noise is None or self.noise >= 0, "generate.noise", "null or a number >= 0", self.noise)
 
 
 @dataclass(kw_only=True)
@@ -358,6 +363,7 @@ def _coerce(name: str, tp: Any, v: Any) -> Any:
             except ValueError:
                 pass
         _check(isinstance(v, (int, float)) and not isinstance(v, bool), name, "a number", v)
+        _check(math.isfinite(v), name, "a finite number", v)
         return float(v)
     if tp is int:
         _check(isinstance(v, int) and not isinstance(v, bool), name, "an int", v)

@@ -64,8 +64,28 @@ def check_new_run(run_dir: str | Path) -> Path:
     return path
 
 
-def run_dir_for(cfg: Config, run_dir: str | Path | None, *, resume: bool = False) -> Path:
-    """The named run directory (checked unless resuming), else a new one under ``cfg.train.run_dir``."""
-    if run_dir is None:
-        return new_run_dir(cfg.train.run_dir)
-    return Path(run_dir).expanduser().resolve() if resume else check_new_run(run_dir)
+def run_dir_for(cfg: Config, run_dir: str | Path | None) -> Path:
+    """The named run directory (new or empty), else a new one under ``cfg.train.run_dir``."""
+    return new_run_dir(cfg.train.run_dir) if run_dir is None else check_new_run(run_dir)
+
+
+def resume_run_dir(checkpoint: str | Path, run_dir: str | Path | None) -> tuple[Path, Path | None]:
+    """Where a resumed run writes, and the checkpoint it was forked from (None when it continues in place).
+
+    A run continues in its own directory (``<run>/checkpoints/step_<n>.pt``) from its newest checkpoint.
+    Any other ``run_dir``, or an older checkpoint, forks: a new or empty directory that records the
+    checkpoint it came from (``forked_from.txt``), so no other run's files are ever touched.
+    """
+    ckpt = Path(checkpoint).expanduser().resolve()
+    own = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else None
+    target = Path(run_dir).expanduser().resolve() if run_dir is not None else own
+    if target is None:
+        raise ConfigError(f"--resume {ckpt}: not in a run's checkpoints/ directory; give --run-dir, a new or empty "
+                          f"directory for the continued run")
+    if target == own:
+        newest = max(own.joinpath("checkpoints").glob("step_*.pt"), default=ckpt)
+        if newest.resolve() == ckpt:
+            return own, None
+        raise ConfigError(f"--resume {ckpt}: its run has a newer checkpoint ({newest.name}) that continuing in place "
+                          f"would overwrite; give --run-dir, a new or empty directory, to fork from it")
+    return check_new_run(target), ckpt

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from .augment import Augment
 from .buffer import ReplayBuffer
 from .callbacks import Callback, chain_image
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import Config, ConfigError
 from .data import ImageSet, dequantize, load_dataset
 from .ema import make_ema
@@ -176,9 +176,13 @@ class Trainer:
         bound = self.cfg.train.energy_bound
         if math.isfinite(e_p) and math.isfinite(e_n) and abs(e_p) <= bound:
             return
+        # the diverging step's energies end the history (and metrics.jsonl, plots): they show how it diverged
+        self.history.append({"step": it, "energy/pos": e_p, "energy/neg": e_n, "energy/diff": e_p - e_n, "diverged": 1.0})
+        hint = (f"; to continue with a smaller step: ebm train --resume {self.last_checkpoint} --set "
+                f"optim.lr={self.cfg.optim.lr / 10:.3g}") if self.last_checkpoint else ""
         last = str(self.last_checkpoint) if self.last_checkpoint else "none written yet"
         raise DivergenceError(f"training diverged at iteration {it}: energy/pos={e_p:.4g}, energy/neg={e_n:.4g} "
-                              f"(bound |energy/pos| <= {bound}, train.energy_bound). Last good checkpoint: {last}")
+                              f"(bound |energy/pos| <= {bound}, train.energy_bound). Last good checkpoint: {last}{hint}")
 
     # loop ----------------------------------------------------------------------------------------------
     def fit(self, iterations: int | None = None, *, write_checkpoints: bool | None = None) -> dict[str, float]:
@@ -241,9 +245,13 @@ class Trainer:
                 "rng": rng_state(), "history": self.history}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore a ``state_dict()``. The optimiser takes this trainer's ``optim.lr`` and ``optim.betas``,
+        not the stored ones: a run resumed with a new learning rate uses it."""
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:
+            group["lr"], group["betas"] = self.cfg.optim.lr, tuple(self.cfg.optim.betas)
         self.buffer.load_state_dict(state["buffer"])
         set_rng_state(state["rng"])
         self.step_count = int(state["step"])
@@ -272,7 +280,11 @@ class Trainer:
         for section in ("model", "data"):
             if getattr(stored, section) != getattr(self.cfg, section):
                 raise ConfigError(f"resume: checkpoint {path} was trained with a different {section} config")
-        self.load_state_dict(state)
+        try:
+            self.load_state_dict(state)
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:
+            raise CheckpointError(f"checkpoint {path}: its contents do not fit this run ({type(e).__name__}: "
+                                  f"{str(e).splitlines()[0][:300]})") from None
         self.last_checkpoint = Path(path)
 
 

@@ -4,16 +4,10 @@ and by their ``python -m ebm_jobs.<module>`` forms, which ``ray job submit`` run
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Callable
 
-from ebm_core.checkpoint import CheckpointError
-from ebm_core.config import ConfigError
-from ebm_core.data import DatasetError
+from ebm_core.cli import report_error
 from ebm_core.runs import add_config_args
-
-# What a user got wrong (config, paths, models): one line on stderr and exit code 2, not a traceback.
-USER_ERRORS = (ConfigError, CheckpointError, DatasetError, FileNotFoundError)
 
 
 def module_main(argv: list[str] | None, *, prog: str, doc: str | None,
@@ -24,9 +18,8 @@ def module_main(argv: list[str] | None, *, prog: str, doc: str | None,
     add_arguments(p)
     try:
         return run(p.parse_args(argv))
-    except USER_ERRORS as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 2
+    except BaseException as e:
+        return report_error(prog, e)
 
 
 def add_sweep_arguments(p: argparse.ArgumentParser) -> None:

@@ -54,9 +54,14 @@ def resolve_model(model: str, *, tracking_uri: str | None = None) -> Iterator[Re
                           "or an MLflow model URI (runs:/<run id>/model, models:/<name>/<version>)")
     import mlflow
 
-    from .tracking import fluent_tracking_uri
+    from .tracking import fluent_tracking_uri, server_reachable
 
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:  # MLflow's own default would create ./mlflow.db here
+        raise ConfigError(f"--model {model}: an MLflow model; say where it is stored with --tracking-uri "
+                          "(or $MLFLOW_TRACKING_URI)")
+    if not server_reachable(uri):  # checked once, quickly: MLflow's client retries for minutes
+        raise ConfigError(f"--tracking-uri {uri}: no MLflow server answers there (no reply to /health within 3 s)")
     with tempfile.TemporaryDirectory(prefix="ebm-eval-") as tmp:
         try:  # MLflow 3 resolves runs:/<id>/model to the logged model only through the fluent API
             with fluent_tracking_uri(uri):

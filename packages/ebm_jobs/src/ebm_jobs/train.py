@@ -20,6 +20,7 @@ from typing import Any, Callable
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
+from ebm_core.cli import report_error  # noqa: E402
 from ebm_core.config import Config, ConfigError  # noqa: E402
 from ebm_core.runs import add_config_args, check_new_run, config_from_args, run_dir_for  # noqa: E402
 
@@ -113,9 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_args(args)
         cfg = cfg.override({"train.run_dir": str(run_dir_for(cfg, args.run_dir))})
         result = fit(cfg)
-    except (ConfigError, FileNotFoundError) as e:
-        print(f"ebm_jobs.train: error: {e}", file=sys.stderr)
-        return 2
+    except BaseException as e:
+        return report_error("python -m ebm_jobs.train", e)
     print(f"ebm_jobs.train: run directory {result.run_dir}")
     print(f"ebm_jobs.train: MLflow run {result.run_id} at {result.tracking_uri}")
     print(f"ebm_jobs.train: MLflow UI {ui_address(result.tracking_uri, result.run_id)}")

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
+from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
 from ..config import ConfigError, DataConfig
@@ -21,6 +22,7 @@ from .shapes import ATTRIBUTES, make_shapes
 __all__ = ["DatasetError", "ImageSet", "load_dataset", "dequantize", "resize"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+MAX_IMAGE_PIXELS = 50_000_000  # larger files (or decompression bombs) are refused: the models see 8-128 px
 
 LAYOUTS = {
     "cifar10": "ROOT/cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta} (the python version from the CIFAR site)",
@@ -96,7 +98,7 @@ def _svhn(cfg: DataConfig, train: bool, root: Path) -> ImageSet:
 
 
 def _imagefolder(cfg: DataConfig, train: bool, root: Path) -> ImageSet:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     if not root.is_dir():
         raise _missing("imagefolder", root, "no such directory")
@@ -111,12 +113,33 @@ def _imagefolder(cfg: DataConfig, train: bool, root: Path) -> ImageSet:
     for i in chosen:
         try:
             with Image.open(files[i]) as im:
-                t = TF.pil_to_tensor(im.convert("RGB"))
-        except (UnidentifiedImageError, OSError) as e:
+                if im.width * im.height > MAX_IMAGE_PIXELS:
+                    raise _missing("imagefolder", files[i], f"image of {im.width}x{im.height} pixels, more than "
+                                   f"{MAX_IMAGE_PIXELS:,} (refused unread; shrink it first)")
+                t = TF.pil_to_tensor(to_rgb(im))
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
             raise _missing("imagefolder", files[i], f"unreadable image ({e})") from e
         images.append(resize(t[None], cfg.resolution)[0])
         labels.append(classes.index(files[i].parent.relative_to(root).as_posix()))
     return ImageSet(torch.stack(images), torch.tensor(labels)[:, None], (max(len(classes), 2),), ("class",), "imagefolder")
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """8-bit RGB from any PIL mode: 16/32-bit greyscale scaled by its bit depth (not clipped to white),
+    palettes through their colours, transparency composited over white, greyscale repeated."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):  # 16-bit PNGs open as I;16 or I
+        depth = 65535 if im.mode.startswith("I;16") or np.asarray(im).max() > 255 else 255
+        grey = (np.asarray(im, dtype=np.float64) * (255 / depth)).clip(0, 255).round().astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    if im.mode == "F":
+        return Image.fromarray((np.asarray(im).clip(0, 1) * 255).round().astype(np.uint8), mode="L").convert("RGB")
+    if im.mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    if im.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return im.convert("RGB")
 
 
 def _imagenet32(cfg: DataConfig, train: bool, root: Path) -> ImageSet:
