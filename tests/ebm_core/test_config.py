@@ -43,6 +43,10 @@ def test_overrides_parse_values_and_keep_types():
     ("loss.nope=1", "loss.nope"),
     ("nosection.x=1", "nosection"),
     ("train.iterations", "train.iterations"),
+    ("loss.ent_min_buffer=0", "loss.ent_min_buffer"),
+    ("optim.lr=.inf", "optim.lr"),
+    ("sampler.noise=.nan", "sampler.noise"),
+    ("generate.step_size=-1", "generate.step_size"),
 ])
 def test_bad_values_name_the_field(assignment, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):

@@ -126,6 +126,8 @@ class LossConfig:
         for name in ("alpha", "w_opt", "w_ent"):
             _check(getattr(self, name) >= 0, f"loss.{name}", "a number >= 0", getattr(self, name))
         _check(isinstance(self.ent_set_size, int) and self.ent_set_size >= 1, "loss.ent_set_size", "an int >= 1", self.ent_set_size)
+        _check(isinstance(self.ent_min_buffer, int) and self.ent_min_buffer >= 1, "loss.ent_min_buffer",
+               "an int >= 1 (L_ent draws its neighbours from the buffer)", self.ent_min_buffer)
         _check(self.ent_eps > 0, "loss.ent_eps", "a positive number", self.ent_eps)
 
     @property
