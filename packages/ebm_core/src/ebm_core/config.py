@@ -32,9 +32,12 @@ def _choice(name: str, value: Any, allowed: tuple) -> None:
 class ModelConfig:
     """ResNet energy network (DESIGN §2) and its multi-scale / conditional wrappers."""
 
+    # reference: the paper's network (models/reference.py; base_width = filter_dim; the layout is fixed);
+    # small: a lighter ResNet for CPU work (models/resnet.py), laid out by channel_mults and blocks_per_stage
+    arch: str = "small"
     base_width: int = 64
-    channel_mults: tuple[int, ...] = (1, 2, 2, 2)  # one stage per entry; stage i halves the resolution
-    blocks_per_stage: int = 1
+    channel_mults: tuple[int, ...] = (1, 2, 2, 2)  # small: one stage per entry; stage i halves the resolution
+    blocks_per_stage: int = 1  # small only
     norm: str = "instance"  # instance (<=128 channels, group norm above) | group | none
     activation: str = "swish"  # swish | leaky_relu
     attention_res: int | None = 8  # self-attention at this feature resolution; None: off
@@ -43,6 +46,7 @@ class ModelConfig:
     num_classes: tuple[int, ...] = ()  # conditional (FiLM) on these attribute cardinalities; () = unconditional
 
     def __post_init__(self) -> None:
+        _choice("model.arch", self.arch, ("reference", "small"))
         _check(isinstance(self.base_width, int) and self.base_width >= 4, "model.base_width", "an int >= 4", self.base_width)
         _check(len(self.channel_mults) >= 1 and all(isinstance(m, int) and m >= 1 for m in self.channel_mults),
                "model.channel_mults", "a non-empty list of ints >= 1", self.channel_mults)

@@ -9,9 +9,10 @@ from .config import (AugmentConfig, BufferConfig, Config, ConfigError, DataConfi
 
 
 def cifar10() -> Config:
-    """The reference CIFAR-10 run of DESIGN §2 (one V100, about a day). Needs the CIFAR-10 files."""
+    """The reference CIFAR-10 run of DESIGN §2 (one V100, about a day) on the paper's network. Needs the CIFAR-10 files."""
     return Config(
         preset="cifar10",
+        model=ModelConfig(arch="reference", base_width=64, attention_res=8, multiscale=True),
         data=DataConfig(name="cifar10", root="data/cifar10", resolution=32),
         train=TrainConfig(iterations=20_000, batch_size=128, run_dir="runs/cifar10"),
     )

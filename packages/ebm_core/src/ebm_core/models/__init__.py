@@ -1,4 +1,5 @@
-"""Energy networks: ``ResNetEnergy`` (conditional via FiLM) and ``MultiScaleEnergy``; ``build_model`` from config."""
+"""Energy networks: the paper's ``ReferenceEnergy`` and the small ``ResNetEnergy`` (both conditional via FiLM),
+``MultiScaleEnergy`` over either; ``build_model`` from config."""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ from torch.func import functional_call
 
 from ..config import ConfigError, ModelConfig
 from .multiscale import MultiScaleEnergy
+from .reference import PAIRS_PER_SCALE, ReferenceEnergy, reference_pool
 from .resnet import MIN_FEATURE_RES, ResNetEnergy
 
-__all__ = ["MultiScaleEnergy", "ResNetEnergy", "build_model", "frozen", "per_scale_energies"]
+__all__ = ["MultiScaleEnergy", "ReferenceEnergy", "ResNetEnergy", "build_model", "frozen", "per_scale_energies"]
 
 
 def build_model(cfg: ModelConfig, *, resolution: int, in_channels: int = 3) -> nn.Module:
     """The energy network a config describes, for square images of ``resolution`` pixels."""
+    if cfg.arch == "reference":
+        return _reference(cfg, resolution=resolution, in_channels=in_channels)
 
     def net(res: int) -> ResNetEnergy:
         return ResNetEnergy(resolution=res, in_channels=in_channels, base_width=cfg.base_width,
@@ -30,6 +34,20 @@ def build_model(cfg: ModelConfig, *, resolution: int, in_channels: int = 3) -> n
         raise ConfigError(f"model.multiscale: needs a resolution divisible by 4 and >= {4 * MIN_FEATURE_RES}, "
                           f"got {resolution}")
     return MultiScaleEnergy(nets=[net(resolution // f) for f in factors], factors=factors)
+
+
+def _reference(cfg: ModelConfig, *, resolution: int, in_channels: int) -> nn.Module:
+    """The reference network: 4 pairs at full scale (with attention), 3 at half, 2 at quarter (Sec. 2.4)."""
+    if resolution < 16:
+        raise ConfigError(f"model.arch=reference: needs a resolution >= 16, got {resolution}")
+    pairs = PAIRS_PER_SCALE if cfg.multiscale else PAIRS_PER_SCALE[:1]
+    nets = [ReferenceEnergy(resolution=-(-resolution // 2 ** s), pairs=p, in_channels=in_channels,
+                            base_width=cfg.base_width, norm=cfg.norm, activation=cfg.activation,
+                            attention_res=cfg.attention_res if s == 0 else None, spectral_norm=cfg.spectral_norm,
+                            num_classes=cfg.num_classes) for s, p in enumerate(pairs)]
+    if not cfg.multiscale:
+        return nets[0]
+    return MultiScaleEnergy(nets=nets, factors=(1, 2, 4), halve=reference_pool)
 
 
 def per_scale_energies(model: nn.Module, x: Tensor, y: Tensor | None = None) -> Tensor:

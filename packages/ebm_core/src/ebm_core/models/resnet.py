@@ -1,4 +1,5 @@
-"""ResNet energy network E_theta(x | c) -> R (Du et al. 2021, Sec. 3.1; IGEBM's architecture).
+"""The small ResNet energy network E_theta(x | c) -> R (``model.arch=small``: CPU presets), and the layers
+the reference network (``reference.py``) shares with it.
 
 Residual blocks with instance norm (group norm above 128 channels), optional self-attention at one
 resolution, optional spectral norm (torch's parametrization), Swish or LeakyReLU, global mean
@@ -76,11 +77,25 @@ class ResBlock(nn.Module):
         return self.act(self.skip(x) + h)
 
 
-class SelfAttention(nn.Module):
-    """SAGAN self-attention; gamma starts at 0 so the block starts as the identity."""
+def one_hot_condition(num_classes: tuple[int, ...], y: Tensor | None) -> Tensor | None:
+    """Labels (B, A) of ints -> concatenated one-hot condition vector (B, sum(num_classes)); None if unconditional."""
+    if not num_classes:
+        return None
+    if y is None:
+        raise ValueError(f"this model is conditional on {len(num_classes)} attribute(s): pass labels y")
+    y = y.view(y.shape[0], -1)
+    if y.shape[1] != len(num_classes):
+        raise ValueError(f"labels: expected (B, {len(num_classes)}), got {tuple(y.shape)}")
+    return torch.cat([F.one_hot(y[:, a].long(), k) for a, k in enumerate(num_classes)], dim=1).float()
 
-    def __init__(self, *, channels: int, sn: bool) -> None:
+
+class SelfAttention(nn.Module):
+    """SAGAN self-attention; gamma starts at 0 so the block starts as the identity. ``scaled`` divides the
+    logits by sqrt(d) (transformer style); SAGAN and the reference EBM do not."""
+
+    def __init__(self, *, channels: int, sn: bool, scaled: bool = True) -> None:
         super().__init__()
+        self.scale = 1 / math.sqrt(max(channels // 8, 1)) if scaled else 1.0
         self.d = max(channels // 8, 1)
         self.q = _maybe_sn(nn.Conv2d(channels, self.d, 1), sn)
         self.k = _maybe_sn(nn.Conv2d(channels, self.d, 1), sn)
@@ -92,7 +107,7 @@ class SelfAttention(nn.Module):
         q = self.q(x).flatten(2)  # (B, d, HW)
         k = self.k(x).flatten(2)  # (B, d, HW)
         v = self.v(x).flatten(2)  # (B, C, HW)
-        attn = torch.softmax(q.transpose(1, 2) @ k / math.sqrt(self.d), dim=-1)  # (B, HW, HW)
+        attn = torch.softmax(q.transpose(1, 2) @ k * self.scale, dim=-1)  # (B, HW, HW)
         out = (v @ attn.transpose(1, 2)).view(B, C, H, W)
         return x + self.gamma * out
 
@@ -130,19 +145,8 @@ class ResNetEnergy(nn.Module):
         self.act = make_act(activation)
         self.head = _maybe_sn(nn.Linear(c_prev, 1), spectral_norm)
 
-    def condition(self, y: Tensor | None) -> Tensor | None:
-        """Labels (B, A) of ints -> concatenated one-hot condition vector (B, sum(num_classes))."""
-        if not self.num_classes:
-            return None
-        if y is None:
-            raise ValueError(f"this model is conditional on {len(self.num_classes)} attribute(s): pass labels y")
-        y = y.view(y.shape[0], -1)
-        if y.shape[1] != len(self.num_classes):
-            raise ValueError(f"labels: expected (B, {len(self.num_classes)}), got {tuple(y.shape)}")
-        return torch.cat([F.one_hot(y[:, a].long(), k) for a, k in enumerate(self.num_classes)], dim=1).float()
-
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        c = self.condition(y)
+        c = one_hot_condition(self.num_classes, y)
         h = self.conv_in(x)  # (B, C0, H, W)
         for i, blocks in enumerate(self.stages):
             for block in blocks:
