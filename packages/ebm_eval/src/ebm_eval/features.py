@@ -160,20 +160,25 @@ class DomainExtractor(Extractor):
     def __init__(self, net: DomainNet, *, key: str, accuracy: list[float]) -> None:
         self.net, self.name, self.accuracy = net.eval(), f"domain-{key}", accuracy
 
+    def to(self, device: str | torch.device) -> "DomainExtractor":
+        self.net.to(device)
+        return self
+
     @torch.no_grad()
     def __call__(self, images: Tensor, *, batch_size: int = 500) -> Extracted:
+        device = next(self.net.parameters()).device
         feats, probs = [], []
         for i in range(0, len(images), batch_size):
-            h, logits = self.net(images[i:i + batch_size].float())
-            feats.append(h.double())
-            probs.append(joint_probs(logits))
+            h, logits = self.net(images[i:i + batch_size].float().to(device))
+            feats.append(h.double().cpu())
+            probs.append(joint_probs(logits).cpu())
         return Extracted(torch.cat(feats), torch.cat(probs))
 
     def predict(self, images: Tensor) -> Tensor:
         """Predicted label columns (N, A)."""
         with torch.no_grad():
-            _, logits = self.net(images.float())
-        return torch.stack([lg.argmax(1) for lg in logits], dim=1)
+            _, logits = self.net(images.float().to(next(self.net.parameters()).device))
+        return torch.stack([lg.argmax(1) for lg in logits], dim=1).cpu()
 
 
 def dataset_extractor(data: DataConfig, train: ImageSet, *, test: ImageSet | None = None,

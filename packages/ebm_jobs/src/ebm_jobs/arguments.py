@@ -36,8 +36,11 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="checkpoint path, MLflow run id, runs:/<id>/model or models:/<name>/<ver>")
     p.add_argument("--metrics", default="fid,is,ood", help="comma-separated, from fid,is,ood,comp")
     p.add_argument("--out", help="output directory (default: runs/eval/<date-time>)")
-    p.add_argument("--num-samples", type=int, default=500, help="generated samples for FID/IS; test images for OOD")
+    p.add_argument("--num-samples", type=int, default=50_000,
+                   help="generated samples for FID, KID and IS (default: the paper's 50 000; fewer is allowed, with a "
+                        "warning, as FID is then biased); test images per OOD set")
     p.add_argument("--batch-size", type=int, default=256, help="chains sampled at once")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]: generation and features")
     p.add_argument("--no-ema", action="store_true", help="evaluate the raw weights instead of the EMA")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI)")
     p.add_argument("--fid-weights", help="path of the FID Inception weights (pt_inception-2015-12-05)")

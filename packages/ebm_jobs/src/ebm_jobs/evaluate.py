@@ -106,7 +106,7 @@ def log_back(resolved: ResolvedModel, result: Evaluation) -> None:
 def run_from_args(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/eval/{time.strftime('%Y%m%d-%H%M%S')}")
     results = evaluate(args.model, [m.strip() for m in args.metrics.split(",") if m.strip()], out=out,
-                       num_samples=args.num_samples, batch_size=args.batch_size, ema=not args.no_ema,
+                       num_samples=args.num_samples, batch_size=args.batch_size, device=args.device, ema=not args.no_ema,
                        tracking_uri=args.tracking_uri, fid_weights=args.fid_weights,
                        allow_download=args.allow_download,
                        sampler={"steps": args.steps, "rounds": args.rounds, "step_size": args.step_size, "noise": args.noise},
