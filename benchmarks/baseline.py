@@ -39,7 +39,7 @@ class BaselineStep:
         x_pos, _ = self.data.batch(torch.randint(len(self.data), (B,)))
         x_pos = dequantize(x_pos)
         x0, _, _ = self.buffer.sample(B, self.shape)
-        X = self.buffer.reference_set(cfg.loss.ent_set_size)
+        X, _ = self.buffer.reference_set(cfg.loss.ent_set_size)
         x = self.augment(x0)
         s = cfg.sampler
         for _ in range(s.steps):  # K plain steps

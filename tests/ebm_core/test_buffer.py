@@ -68,9 +68,32 @@ def test_reservoir_keeps_capacity_and_counts():
     assert len(set(buf.data.flatten().tolist())) > 1  # not just the newest batch
 
 
-def test_reference_set_excludes_chain_starts():
+def test_reference_set_returns_its_indices_and_each_chain_skips_its_own_start():
+    from ebm_core.losses import nearest_neighbour_sq
+
     buf = ReplayBuffer(capacity=10, storage="float32")
     buf.add(torch.arange(10, dtype=torch.float32).view(10, 1, 1, 1) / 10)
-    X = buf.reference_set(100, exclude=torch.tensor([0, 1, 2, -1]))
-    assert len(X) == 7
-    assert not ({0.0, 0.1, 0.2} & {round(v, 3) for v in X.flatten().tolist()})
+    X, idx = buf.reference_set(100)
+    assert len(X) == 10 and sorted(idx.tolist()) == list(range(10))
+    torch.testing.assert_close(X.flatten(), idx.float() / 10)
+    starts = torch.tensor([3, 7])  # two chains that began at stored samples 3 and 7 and have not moved
+    x = X[(idx[None, :] == starts[:, None]).float().argmax(1)]
+    assert nearest_neighbour_sq(x, X).tolist() == [0.0, 0.0]  # without the mask: their own copies
+    own = starts[:, None] == idx[None, :]
+    torch.testing.assert_close(nearest_neighbour_sq(x, X, exclude=own), torch.tensor([0.01, 0.01]))
+
+
+def test_reservoir_keeps_every_sample_with_equal_probability():
+    """Chi-square over where the 10 kept samples of a stream of 100 came from, across many buffers."""
+    from scipy.stats import chisquare
+
+    torch.manual_seed(0)
+    counts = torch.zeros(100)
+    for _ in range(400):
+        buf = ReplayBuffer(capacity=10, mode="reservoir", storage="float32")
+        buf.add(torch.arange(100, dtype=torch.float32).view(100, 1, 1, 1) / 100)  # stored values live in [0, 1]
+        counts += torch.bincount((buf.data.flatten() * 100).round().long(), minlength=100)
+    assert counts.sum() == 4000
+    assert chisquare(counts.numpy()).pvalue > 1e-3  # uniform: each of the 100 kept 40 times on average
+    early, late = counts[:50].sum().item(), counts[50:].sum().item()
+    assert abs(early - late) < 0.1 * counts.sum().item()

@@ -122,3 +122,76 @@ def test_diverged_step_ends_the_metrics_file(tiny_cfg):
         t.fit()
     last = json.loads((t.run_dir / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["step"] == 1 and last["diverged"] == 1.0 and abs(last["energy/pos"]) > 1e-9
+
+
+def test_step_gradient_equals_the_losses_computed_by_hand(tiny_cfg, monkeypatch):
+    """One Trainer.step against Eqs. 5, 7 and 8 written out here on the same chains: L_opt through weights frozen
+    by a deep copy, L_ent over the full (B, n) distance table with each chain's own start left out, per-scale
+    energies averaged over S = 3, the entropy set drawn from the buffer as it was before the step."""
+    import copy
+
+    import ebm_core.trainer as tr
+
+    cfg = tiny_cfg.override({"sampler.noise": 0.0, "optim.grad_clip": None, "augment.enabled": False,
+                             "buffer.reinit_prob": 0.0, "buffer.storage": "float32", "loss.ent_min_buffer": 16,
+                             "loss.w_opt": 0.7, "loss.w_ent": 0.3, "train.grad_norm_every": 1})
+    t = Trainer(cfg)
+    t.buffer.add(torch.rand(32, *t.shape))
+    before = t.buffer.data[: len(t.buffer)].clone()
+    ref = copy.deepcopy(t.model)
+    seen = {}
+    real_langevin, real_ent, real_deq = tr.langevin, tr.ent_loss, tr.dequantize
+    monkeypatch.setattr(tr, "langevin", lambda energy, x0, **kw: seen.setdefault("x0", x0.clone()) is not None
+                        and real_langevin(energy, x0, **kw))
+    monkeypatch.setattr(tr, "ent_loss", lambda x, X, **kw: seen.update(X=X.clone(), exclude=kw["exclude"]) or
+                        real_ent(x, X, **kw))
+    monkeypatch.setattr(tr, "dequantize", lambda x: seen.setdefault("x_pos", real_deq(x)))
+    monkeypatch.setattr(t.optimizer, "step", lambda: seen.update(grads=[p.grad.clone() for p in t.model.parameters()]))
+    metrics = t.step()
+
+    S, lam, K = 3, cfg.sampler.step_size, cfg.sampler.steps
+    x = seen["x0"]
+    for _ in range(K - 1):  # the chain, noise-free
+        x = x.detach().requires_grad_(True)
+        x = (x - lam * torch.autograd.grad(ref(x).sum(), x)[0]).clamp(0, 1)
+    x = x.detach().requires_grad_(True)
+    x_hat = (x - lam * torch.autograd.grad(ref(x).sum(), x, create_graph=True)[0]).clamp(0, 1)  # theta via grad_x E
+    e = ref.energies(torch.cat([seen["x_pos"], x_hat.detach()]))  # (2B, S)
+    e_pos, e_neg = e[:16], e[16:]
+    l_cd = e_pos.mean() - e_neg.mean()  # Eq. 5
+    l_reg = cfg.loss.alpha * (e_pos.pow(2).mean() + e_neg.pow(2).mean())
+    frozen_copy = copy.deepcopy(ref).requires_grad_(False)
+    l_opt = (frozen_copy(x_hat) / S).mean()  # Eq. 7: the sum over scales, averaged like the other losses
+    d2 = (x_hat.flatten(1)[:, None, :] - seen["X"].flatten(1)[None]).pow(2).sum(-1)  # (B, n)
+    nn_idx = d2.detach().masked_fill(seen["exclude"], float("inf")).argmin(1)
+    l_ent = -(0.5 * torch.log(d2[torch.arange(16), nn_idx] + cfg.loss.ent_eps)).mean()  # Eq. 8
+    total = l_cd + l_reg + cfg.loss.w_opt * l_opt + cfg.loss.w_ent * l_ent
+    by_hand = torch.autograd.grad(total, list(ref.parameters()), retain_graph=True)
+    for ours, theirs in zip(seen["grads"], by_hand):
+        torch.testing.assert_close(ours, theirs, rtol=2e-4, atol=1e-6)
+    norm = lambda gs: torch.linalg.vector_norm(torch.stack([g.norm() for g in gs])).item()  # noqa: E731
+    assert metrics["grad_norm/cd"] == pytest.approx(norm(torch.autograd.grad(l_cd, list(ref.parameters()),
+                                                                             retain_graph=True)), rel=1e-4)
+    assert metrics["grad_norm/reg"] == pytest.approx(norm(torch.autograd.grad(l_reg, list(ref.parameters()))), rel=1e-4)
+    # the entropy set came from the buffer as it was before this step's negatives were added
+    old = {tuple(r.flatten().tolist()) for r in before}
+    assert all(tuple(r.flatten().tolist()) in old for r in seen["X"])
+    assert seen["exclude"].any()  # some chain met its own start in X, and was kept from choosing it
+
+
+def test_fresh_noise_starts_are_not_augmented(tiny_cfg, monkeypatch):
+    """As in the reference code, only starts drawn from the buffer pass through the augmentation transitions."""
+    import ebm_core.trainer as tr
+
+    t = Trainer(tiny_cfg.override({"buffer.reinit_prob": 0.5, "augment.enabled": True}))
+    t.buffer.add(torch.rand(64, *t.shape))
+    seen = {}
+    real_sample, real_langevin = t.buffer.sample, tr.langevin
+    monkeypatch.setattr(t.buffer, "sample", lambda *a, **k: seen.setdefault("drawn", real_sample(*a, **k)))
+    monkeypatch.setattr(tr, "langevin", lambda energy, x0, **kw: seen.setdefault("x0", x0.clone()) is not None
+                        and real_langevin(energy, x0, **kw))
+    t.step()
+    x_drawn, _, fresh = seen["drawn"]
+    assert fresh.any() and (~fresh).any()
+    torch.testing.assert_close(seen["x0"][fresh], x_drawn[fresh])  # noise as drawn
+    assert not torch.allclose(seen["x0"][~fresh], x_drawn[~fresh])  # replayed starts transformed

@@ -60,3 +60,26 @@ def test_composition_table_layout_on_tiny_models():
     assert grids[0].shape == (30, 3, 16, 16)
     md = composition_markdown(rows, order)
     assert "| Ours (shape & colour) |" in md and md.count("\n") == 3
+
+
+class QuadraticBowl(torch.nn.Module):
+    """E(x) = sign * ||x - c||^2 per image: low energy (likely) near c when sign = +1."""
+
+    def __init__(self, centre: float, sign: float = 1.0) -> None:
+        super().__init__()
+        self.centre, self.sign = centre, sign
+
+    def forward(self, x, y=None):
+        return self.sign * (x - self.centre).flatten(1).pow(2).sum(1)
+
+
+def test_ood_scores_have_the_right_sign():
+    """In-distribution images sit at the bowl's bottom: -E(x) separates them perfectly (AUROC 1), the flipped energy
+    inverts the ranking (AUROC 0), and -||grad E|| (zero at the bottom) also ranks them first."""
+    g = torch.Generator().manual_seed(0)
+    x_in = (0.3 + 0.02 * torch.randn(64, 3, 8, 8, generator=g)).clamp(0, 1)
+    x_out = (0.7 + 0.02 * torch.randn(64, 3, 8, 8, generator=g)).clamp(0, 1)
+    right = ood_table(QuadraticBowl(0.3), x_in, {"far": x_out})
+    flipped = ood_table(QuadraticBowl(0.3, sign=-1.0), x_in, {"far": x_out})
+    assert right["far"]["energy"] > 0.99 and flipped["far"]["energy"] < 0.01
+    assert right["far"]["grad_norm"] > 0.99

@@ -93,22 +93,13 @@ class ReplayBuffer:
         x0 = torch.where(reinit.to(device)[:, None, None, None], noise, x0)
         return x0, torch.where(reinit, -1, idx), reinit
 
-    def reference_set(self, n: int, *, exclude: Tensor | None = None, device: str | torch.device = "cpu") -> Tensor:
-        """X for Eq. 8: up to n stored samples, drawn without replacement, skipping ``exclude`` indices.
-
-        Drawn before the current batch is added, so a sample never meets its own copy.
-        """
+    def reference_set(self, n: int, *, device: str | torch.device = "cpu") -> tuple[Tensor, Tensor]:
+        """X for Eq. 8: up to n stored samples drawn without replacement, and their buffer indices (so each
+        chain can leave out its own start). Drawn before the current batch is added."""
         if self.size == 0:
             raise ValueError("reference_set: the buffer is empty")
-        keep = torch.ones(self.size, dtype=torch.bool)
-        if exclude is not None:
-            ex = exclude[(exclude >= 0) & (exclude < self.size)]
-            keep[ex] = False
-        pool = keep.nonzero().squeeze(1)
-        if pool.numel() == 0:
-            pool = torch.arange(self.size)
-        pick = pool[torch.randperm(pool.numel())[:n]]
-        return self._decode(self.data[pick.to(self.device)], dequantize=False).to(device)
+        pick = torch.randperm(self.size)[:n]
+        return self._decode(self.data[pick.to(self.device)], dequantize=False).to(device), pick
 
     # state ---------------------------------------------------------------------------------------
     def state_dict(self) -> dict:

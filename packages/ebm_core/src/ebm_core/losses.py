@@ -25,8 +25,9 @@ def opt_loss(e_hat_frozen: Tensor) -> Tensor:
     return e_hat_frozen.mean()  # Eq. 7
 
 
-def nearest_neighbour_sq(x: Tensor, X: Tensor) -> Tensor:
-    """Squared L2 distance from each x_i to its nearest neighbour in X, (B,).
+def nearest_neighbour_sq(x: Tensor, X: Tensor, *, exclude: Tensor | None = None) -> Tensor:
+    """Squared L2 distance from each x_i to its nearest neighbour in X, (B,); ``exclude`` (B, n) bool marks
+    pairs that may not be neighbours (a chain and its own start).
 
     The neighbour is chosen without gradient on the (B, n) distance matrix from matrix products,
     then its exact distance is recomputed with gradient: no (B, n, D) difference tensor is made.
@@ -34,11 +35,13 @@ def nearest_neighbour_sq(x: Tensor, X: Tensor) -> Tensor:
     xf, Xf = x.flatten(1), X.flatten(1).to(x.dtype)  # (B, D), (n, D)
     with torch.no_grad():
         d2 = torch.cdist(xf.detach(), Xf, compute_mode="use_mm_for_euclid_dist")  # (B, n)
+        if exclude is not None:
+            d2 = d2.masked_fill(exclude.to(d2.device), float("inf"))
         nn_idx = d2.argmin(dim=1)  # (B,)
     return (xf - Xf[nn_idx]).pow(2).sum(dim=1)  # (B,)
 
 
-def ent_loss(x_hat: Tensor, X: Tensor, *, eps: float = 1e-8) -> Tensor:
+def ent_loss(x_hat: Tensor, X: Tensor, *, eps: float = 1e-8, exclude: Tensor | None = None) -> Tensor:
     """L_ent = -mean log NN(x_hat^-, X) (Eq. 8), with NN = sqrt(d^2 + eps) so coinciding points stay finite."""
-    d2 = nearest_neighbour_sq(x_hat, X)
+    d2 = nearest_neighbour_sq(x_hat, X, exclude=exclude)
     return -(0.5 * torch.log(d2 + eps)).mean()  # Eq. 8

@@ -112,11 +112,17 @@ class Trainer:
         x_pos, y = dequantize(x_pos.to(self.device)), y.to(self.device)  # 1. x+ ~ p_D
         y = y if cfg.model.num_classes else None
 
-        x0, start_idx, _ = self.buffer.sample(B, self.shape, device=self.device)  # 2. starts from B or U
+        x0, start_idx, fresh = self.buffer.sample(B, self.shape, device=self.device)  # 2. starts from B or U
         use_opt = cfg.loss.opt_on
         use_ent = cfg.loss.ent_on and len(self.buffer) >= cfg.loss.ent_min_buffer
-        X = self.buffer.reference_set(cfg.loss.ent_set_size, exclude=start_idx, device=self.device) if use_ent else None
-        x0 = self.augment(x0)  # 3. x~0 = D(x~0)
+        X, own_start = None, None
+        if use_ent:  # Eq. 8's set: drawn before this batch is added, augmented like the starts (as the reference)
+            X, X_idx = self.buffer.reference_set(cfg.loss.ent_set_size, device=self.device)
+            X = self.augment(X)
+            own_start = start_idx[:, None] == X_idx[None, :]  # (B, n): a chain never neighbours its own start
+        replayed = ~fresh.to(self.device)
+        if replayed.any():  # 3. x~0 = D(x~0) for starts from the buffer; fresh noise stays noise (as the reference)
+            x0 = torch.where(replayed[:, None, None, None], self.augment(x0), x0)
 
         s = cfg.sampler  # 4-5. K Langevin steps; x- detached, x_hat through the last step
         fast = self.input_grad
@@ -130,22 +136,23 @@ class Trainer:
         l_cd, l_reg = cd_loss(e_pos, e_neg, alpha=cfg.loss.alpha)  # Eq. 5
         zero = torch.zeros((), device=self.device)
         l_opt = opt_loss(frozen(model)(x_hat, y) / self.n_scales) if use_opt else zero  # Eq. 7
-        l_ent = ent_loss(x_hat, X, eps=cfg.loss.ent_eps) if use_ent else zero  # Eq. 8
+        l_ent = ent_loss(x_hat, X, eps=cfg.loss.ent_eps, exclude=own_start) if use_ent else zero  # Eq. 8
 
-        loss_cd = l_cd + l_reg
         loss_kl = cfg.loss.w_opt * l_opt + cfg.loss.w_ent * l_ent
         params = [p for p in model.parameters() if p.requires_grad]
         metrics: dict[str, float] = {}
         every = cfg.train.grad_norm_every
-        if every and (it % every == 0 or it == 1):  # Fig. 9: the two gradients apart
-            g_cd = torch.autograd.grad(loss_cd, params, retain_graph=True)
+        if every and (it % every == 0 or it == 1):  # Fig. 9: the gradients apart (L_CD alone, as the reference)
+            g_cd = torch.autograd.grad(l_cd, params, retain_graph=True)
+            g_reg = torch.autograd.grad(l_reg, params, retain_graph=True)
             g_kl = (torch.autograd.grad(loss_kl, params, allow_unused=True, materialize_grads=True)
                     if loss_kl.requires_grad else [torch.zeros_like(p) for p in params])
             metrics["grad_norm/cd"] = _norm(g_cd)
+            metrics["grad_norm/reg"] = _norm(g_reg)
             metrics["grad_norm/kl"] = _norm(g_kl)
-            grads = [a + b for a, b in zip(g_cd, g_kl)]
+            grads = [a + b + c for a, b, c in zip(g_cd, g_reg, g_kl)]
         else:
-            grads = list(torch.autograd.grad(loss_cd + loss_kl, params))
+            grads = list(torch.autograd.grad(l_cd + l_reg + loss_kl, params))
         energies = torch.stack([e_pos.mean(), e_neg.mean()]).detach()  # (2,): reduced with the gradients,
         if self.grad_reduce is not None:  # so every rank sees the same guard values and stops together
             self.grad_reduce(grads + [energies])
