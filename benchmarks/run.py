@@ -14,6 +14,8 @@ Sections (``cifar10`` preset model by default, batch 32, float32, this machine's
 * train_step: ``baseline.BaselineStep`` (last step twice, three forwards, float32 buffer, model
   copy, (B, n, D) entropy) / ``Trainer.step``, KL on, K = 40; target >= 1.5.
 * kl_overhead: ``Trainer.step`` with L_opt + L_ent / without, at K = 40 (target <= 1.05) and 60.
+* flops: achieved FLOP/s of the floor (FLOPs from ``torch.utils.flop_counter``) over the float32 peak of a
+  2048x2048 matmul measured in the same run, beside the baseline and fast step times.
 
 Every time is the median of ``--repeats`` calls after a warm-up call (which also compiles), with
 min and max; ratios carry the extreme combinations of min and max as their range.
@@ -61,6 +63,32 @@ def grad_paths(model, compile: bool) -> dict:
         paths["compiled_channels_last"] = (lambda f: lambda x: f(x, None))(
             frozen_grad(nhwc, compile=True, channels_last=True))
     return paths
+
+
+def flops_vs_peak(cfg, repeats: int, train_step: dict | None = None) -> dict:
+    """How far the sampler's floor is from the hardware: FLOPs of one forward + input gradient (counted by
+    ``torch.utils.flop_counter``) per second, over this machine's float32 matmul peak measured in the same run."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    B, R = cfg.train.batch_size, cfg.data.resolution
+    model, x = build_model(cfg.model, resolution=R), torch.rand(B, 3, R, R)
+    with FlopCounterMode(display=False) as counter:  # autograd.grad on a leaf is not supported under the counter:
+        model(xg := x.clone().requires_grad_(True)).sum().backward(inputs=[xg])  # the same input-only backward
+    flops = counter.get_total_flops()
+    floor = timed(lambda: energy_grad(model, x), repeats)
+    n = 2048
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    matmul = timed(lambda: a @ b, max(repeats, 5))
+    peak = 2 * n ** 3 / matmul["min_s"]  # the best matmul: the machine's attainable float32 rate
+    out = {"batch": B, "flops_per_forward_and_input_grad": flops, "floor": floor,
+           "achieved_flops_per_s": flops / floor["median_s"], "matmul_n": n, "matmul": matmul,
+           "peak_matmul_flops_per_s": peak, "fraction_of_peak": flops / floor["median_s"] / peak}
+    if train_step is not None:  # the step times this figure is read beside (B, K = 40, KL on)
+        out["train_step_s"] = {k: train_step[k]["median_s"] for k in ("baseline", "frozen") if k in train_step}
+    print(f"flops: {out['achieved_flops_per_s'] / 1e9:.1f} GFLOP/s achieved, {peak / 1e9:.1f} GFLOP/s matmul peak, "
+          f"{100 * out['fraction_of_peak']:.1f} %", flush=True)
+    return out
 
 
 def floor_and_sampler(cfg, repeats: int, compile: bool) -> tuple[dict, dict]:
@@ -208,6 +236,7 @@ def main() -> None:
         result["floor"], result["sampler_efficiency"] = floor_and_sampler(cfg, args.repeats, args.compile)
         result["train_step"] = train_step(args.model, args.batch, args.steps, args.repeats, args.compile)
         result["kl_overhead"] = {f"K{k}": kl_overhead(args.model, args.batch, k, args.repeats) for k in args.kl_steps}
+        result["flops"] = flops_vs_peak(cfg, args.repeats, result["train_step"])
     result["wall_s"] = time.perf_counter() - t0
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
