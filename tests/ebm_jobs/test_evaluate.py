@@ -36,7 +36,7 @@ def test_eval_job_logs_back_to_the_model_run(stored_model, tmp_path):
     uri, run_id, _ = stored_model
     out = tmp_path / "eval"
     results = evaluate(f"runs:/{run_id}/model", ["fid", "is", "ood"], out=out, num_samples=32, tracking_uri=uri,
-                       sampler={"rounds": 1, "steps": 3})
+                       sampler={"rounds": 1, "steps": 3}).metrics
     assert {"eval/fid_domain", "eval/is_domain", "eval/ood_auroc/average", "eval/ood_auroc_grad/textures"} <= set(results)
     assert "eval/fid" not in results  # domain scores are never reported under the Inception names
     assert "MLFLOW_TRACKING_URI" not in os.environ  # no process-wide tracking URI left behind
@@ -45,7 +45,7 @@ def test_eval_job_logs_back_to_the_model_run(stored_model, tmp_path):
     arts = {a.path for a in MlflowClient(uri).list_artifacts(run_id, "eval")}
     assert {"eval/ood.md", "eval/ood.json", "eval/eval.json", "eval/samples.png"} <= arts
     # a run id alone resolves to the same model
-    again = evaluate(run_id, ["ood"], out=tmp_path / "eval2", num_samples=32, tracking_uri=uri)
+    again = evaluate(run_id, ["ood"], out=tmp_path / "eval2", num_samples=32, tracking_uri=uri).metrics
     assert again["eval/ood_auroc/average"] == pytest.approx(results["eval/ood_auroc/average"])
 
 

@@ -29,6 +29,7 @@ from ebm_core.checkpoint import CheckpointError
 from ebm_core.config import Config, ConfigError
 from ebm_core.data import ImageSet, load_dataset
 from ebm_core.pipeline import generate, load_model
+from ebm_core.runs import new_run_dir
 from ebm_core.trainer import resolve_device
 
 from .features import Extractor, InceptionExtractor, cache_dir, dataset_extractor, find_inception_weights
@@ -105,7 +106,7 @@ def make_extractor(cfg: Config, train: ImageSet, test: ImageSet, *, weights: str
     return ext.to(device)
 
 
-def evaluate_file(path: Path, metrics: list[str], *, out: Path, ema: bool = True, sampler: dict[str, Any] | None = None,
+def evaluate_file(path: Path, metrics: list[str], *, out: Path | None, ema: bool = True, sampler: dict[str, Any] | None = None,
                   **kwargs: Any) -> Evaluation:
     """``evaluate_model`` on a checkpoint or model export (EMA weights by default); ``sampler`` overrides
     ``generate.{steps, rounds, step_size, noise}``."""
@@ -115,14 +116,15 @@ def evaluate_file(path: Path, metrics: list[str], *, out: Path, ema: bool = True
     return evaluate_model(model, cfg, metrics, out=out, **kwargs)
 
 
-def evaluate_model(model: nn.Module, cfg: Config, metrics: list[str], *, out: Path,
+def evaluate_model(model: nn.Module, cfg: Config, metrics: list[str], *, out: Path | None,
                    num_samples: int = PAPER_NUM_SAMPLES, batch_size: int = 256, device: str = "auto",
                    fid_weights: str | None = None, allow_download: bool = False, comp_iterations: int = 300,
                    comp_samples: int = 64, seed: int = 0, meta: dict[str, Any] | None = None,
                    log: Log = print) -> Evaluation:
     """Run the requested metrics on ``model`` (trained with ``cfg``); every check comes before any sampling.
     ``num_samples``: generated images for FID, KID and IS (the paper's 50 000 by default) and test images
-    per OOD set. ``meta`` (e.g. which model) is recorded beside the metrics in ``eval.json``."""
+    per OOD set. ``out``: where tables and grids go (None: a new ``runs/eval/<date-time>``, made after the
+    checks). ``meta`` (e.g. which model) is recorded beside the metrics in ``eval.json``."""
     check_metrics(metrics)
     if num_samples < 2:
         raise ConfigError(f"--num-samples: expected at least 2, got {num_samples}")
@@ -132,6 +134,7 @@ def evaluate_model(model: nn.Module, cfg: Config, metrics: list[str], *, out: Pa
     if "comp" in metrics and cfg.data.name != "shapes":
         raise ConfigError("--metrics comp: compositional evaluation is defined on the embedded shapes data")
     train, test = load_dataset(cfg.data, split="train"), load_dataset(cfg.data, split="test")  # missing data fails here
+    out = new_run_dir("runs/eval") if out is None else out
     out.mkdir(parents=True, exist_ok=True)
     model.requires_grad_(False).to(dev)
     results: dict[str, float] = {}

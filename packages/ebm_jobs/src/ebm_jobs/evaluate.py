@@ -76,9 +76,9 @@ def resolve_model(model: str, *, tracking_uri: str | None = None) -> Iterator[Re
         yield ResolvedModel(found[0], run_id, uri)
 
 
-def evaluate(model_arg: str, metrics: list[str], *, out: Path, tracking_uri: str | None = None, ema: bool = True,
-             sampler: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, float]:
-    """Fetch MODEL, measure it (``ebm_eval.evaluate.evaluate_model`` keywords), log back; returns the metrics."""
+def evaluate(model_arg: str, metrics: list[str], *, out: Path | None, tracking_uri: str | None = None,
+             ema: bool = True, sampler: dict[str, Any] | None = None, **kwargs: Any) -> Evaluation:
+    """Fetch MODEL, measure it (``ebm_eval.evaluate.evaluate_model`` keywords), log back; returns what it measured."""
     check_metrics(metrics)
     with resolve_model(model_arg, tracking_uri=tracking_uri) as resolved:
         try:
@@ -88,7 +88,7 @@ def evaluate(model_arg: str, metrics: list[str], *, out: Path, tracking_uri: str
             raise CheckpointError(f"--model {model_arg}: {e}") from e
     if resolved.run_id:
         log_back(resolved, result)
-    return result.metrics
+    return result
 
 
 def log_back(resolved: ResolvedModel, result: Evaluation) -> None:
@@ -104,16 +104,16 @@ def log_back(resolved: ResolvedModel, result: Evaluation) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    out = Path(args.out or f"runs/eval/{time.strftime('%Y%m%d-%H%M%S')}")
-    results = evaluate(args.model, [m.strip() for m in args.metrics.split(",") if m.strip()], out=out,
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    result = evaluate(args.model, metrics, out=Path(args.out) if args.out else None,
                        num_samples=args.num_samples, batch_size=args.batch_size, device=args.device, ema=not args.no_ema,
                        tracking_uri=args.tracking_uri, fid_weights=args.fid_weights,
                        allow_download=args.allow_download,
                        sampler={"steps": args.steps, "rounds": args.rounds, "step_size": args.step_size, "noise": args.noise},
                        comp_iterations=args.comp_iterations, seed=args.seed)
-    for k, v in results.items():
+    for k, v in result.metrics.items():
         print(f"{k:32s} {v:.4f}")
-    print(f"ebm eval: tables and grids in {out.resolve()}")
+    print(f"ebm eval: tables and grids in {result.out.resolve()}")
     return 0
 
 
