@@ -28,8 +28,8 @@ from ebm_core.recipes import TABLE2  # noqa: E402
 from ebm_core.runs import config_from_args, new_run_dir  # noqa: E402
 from ebm_core.trainer import Trainer  # noqa: E402
 
-from .cluster import init_ray  # noqa: E402
 from .arguments import add_sweep_arguments, module_main  # noqa: E402
+from .cluster import init_ray  # noqa: E402
 from .run import train_run  # noqa: E402
 from .tracking import start_run, terminal_status  # noqa: E402
 from .train import prepare, storage_path  # noqa: E402
