@@ -11,8 +11,7 @@ RUN_DIR="$ROOT/runs/demo/$(date +%Y%m%d-%H%M%S)"
 export RAY_AUTH_MODE=token PATH="$ROOT/.venv/bin:$PATH"   # the client reads the token start.sh made sure of
 LOG="$(mktemp)"
 trap 'rm -f "$LOG"' EXIT
-ray job submit --address "http://127.0.0.1:${RAY_DASHBOARD_PORT:-8265}" --working-dir . \
-  --runtime-env-json '{"excludes": ["runs/", ".services/", "*.db", "mlruns/", "benchmarks/results/"]}' \
+ray job submit --address "http://127.0.0.1:${RAY_DASHBOARD_PORT:-8265}" --runtime-env infra/runtime_env.yaml \
   -- python -m ebm_jobs.train --preset demo --run-dir "$RUN_DIR" \
   --set "jobs.tracking_uri=http://127.0.0.1:${MLFLOW_PORT:-5000}" "$@" 2>&1 | tee "$LOG"
 grep -q "Job '.*' succeeded" "$LOG" || { echo "demo: the job did not succeed (log above)" >&2; exit 1; }

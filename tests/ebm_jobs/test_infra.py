@@ -15,7 +15,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-EXCLUDES = json.dumps({"excludes": ["runs/", ".services/", "*.db", "mlruns/", "benchmarks/results/"]})
 
 
 def free(port: int) -> bool:
@@ -62,11 +61,10 @@ def test_job_submit_on_a_new_machine_runs_the_test_preset_and_mlflow_sees_it(ser
 
     run_dir = tmp_path / "job-run"
     env = {**services, "RAY_AUTH_MODE": "token", "PATH": f"{BIN}:{os.environ['PATH']}"}
-    cmd = [str(BIN / "ray"), "job", "submit", "--address", "http://127.0.0.1:8276", "--working-dir", str(ROOT),
-           "--runtime-env-json", EXCLUDES,
-           "--", "python", "-m", "ebm_jobs.train", "--preset", "test", "--run-dir", str(run_dir),
-           "--set", "jobs.tracking_uri=http://127.0.0.1:5017"]
-    job = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
+    cmd = [str(BIN / "ray"), "job", "submit", "--address", "http://127.0.0.1:8276", "--runtime-env",
+           "infra/runtime_env.yaml", "--", "python", "-m", "ebm_jobs.train", "--preset", "test", "--run-dir",
+           str(run_dir), "--set", "jobs.tracking_uri=http://127.0.0.1:5017"]
+    job = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400, cwd=ROOT)
     assert job.returncode == 0 and "succeeded" in job.stdout, job.stdout[-3000:] + job.stderr[-3000:]
     run_id = next(line.split()[3] for line in job.stdout.splitlines() if "ebm_jobs.train: MLflow run" in line)
     with urllib.request.urlopen(f"http://127.0.0.1:5017/api/2.0/mlflow/runs/get?run_id={run_id}", timeout=10) as r:
@@ -74,6 +72,20 @@ def test_job_submit_on_a_new_machine_runs_the_test_preset_and_mlflow_sees_it(ser
     assert run["info"]["status"] == "FINISHED"
     assert {"energy/diff", "loss/cd", "grad_norm/kl"} <= {m["key"] for m in run["data"]["metrics"]}
     assert (run_dir / "plots" / "energy_diff.png").is_file()
+
+    # the job runs the submitted code: a marker present only in a copy of the tree, seen by the job and a Ray worker
+    copy = tmp_path / "submitted"
+    for rel in ("packages", "infra"):
+        shutil.copytree(ROOT / rel, copy / rel, ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
+    init = copy / "packages" / "ebm_core" / "src" / "ebm_core" / "__init__.py"
+    init.write_text(init.read_text() + "\nSUBMITTED_MARKER = 'only-in-the-submitted-copy'\n")
+    probe = ("import ray, ebm_core; print('driver', ebm_core.SUBMITTED_MARKER); ray.init(); "
+             "print('worker', ray.get(ray.remote(lambda: __import__('ebm_core').SUBMITTED_MARKER).remote()))")
+    marked = subprocess.run([str(BIN / "ray"), "job", "submit", "--address", "http://127.0.0.1:8276", "--runtime-env",
+                             "infra/runtime_env.yaml", "--", "python", "-c", probe], env=env, capture_output=True,
+                            text=True, timeout=300, cwd=copy)
+    assert marked.returncode == 0, marked.stdout[-3000:] + marked.stderr[-3000:]
+    assert "driver only-in-the-submitted-copy" in marked.stdout and "worker only-in-the-submitted-copy" in marked.stdout
 
     temp_dir = Path((Path(services["EBM_SERVICES_DIR"]) / "ray.head").read_text().split()[1])
     stopped = stop(services)
