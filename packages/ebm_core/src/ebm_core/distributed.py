@@ -22,3 +22,14 @@ def all_reduce_mean(grads: list[Tensor]) -> None:
     for g in grads:
         g.copy_(flat[offset: offset + g.numel()].view_as(g))
         offset += g.numel()
+
+
+def broadcast_from_rank0(*modules: torch.nn.Module) -> None:
+    """Copy rank 0's parameters and buffers to every rank, in place: all workers start from the same weights
+    whatever their seeds or initialisation order (as DDP does at construction)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    for module in modules:
+        for t in module.state_dict().values():
+            if torch.is_tensor(t):
+                dist.broadcast(t, src=0)

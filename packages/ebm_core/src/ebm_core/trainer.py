@@ -140,22 +140,25 @@ class Trainer:
 
         loss_kl = cfg.loss.w_opt * l_opt + cfg.loss.w_ent * l_ent
         params = [p for p in model.parameters() if p.requires_grad]
-        metrics: dict[str, float] = {}
+        # the logged scalars, reduced with the gradients (one all-reduce): every rank sees the means over workers
+        names = ["energy/pos", "energy/neg", "loss/cd", "loss/reg", "loss/kl_opt", "loss/kl_ent"]
+        scalars = [e_pos.mean(), e_neg.mean(), l_cd, l_reg, l_opt, l_ent]
         every = cfg.train.grad_norm_every
         if every and (it % every == 0 or it == 1):  # Fig. 9: the gradients apart (L_CD alone, as the reference)
             g_cd = torch.autograd.grad(l_cd, params, retain_graph=True)
             g_reg = torch.autograd.grad(l_reg, params, retain_graph=True)
             g_kl = (torch.autograd.grad(loss_kl, params, allow_unused=True, materialize_grads=True)
                     if loss_kl.requires_grad else [torch.zeros_like(p) for p in params])
-            metrics["grad_norm/cd"] = _norm(g_cd)
-            metrics["grad_norm/reg"] = _norm(g_reg)
-            metrics["grad_norm/kl"] = _norm(g_kl)
+            names += ["grad_norm/cd", "grad_norm/reg", "grad_norm/kl"]
+            scalars += [_norm(g_cd), _norm(g_reg), _norm(g_kl)]
             grads = [a + b + c for a, b, c in zip(g_cd, g_reg, g_kl)]
         else:
             grads = list(torch.autograd.grad(l_cd + l_reg + loss_kl, params))
-        energies = torch.stack([e_pos.mean(), e_neg.mean()]).detach()  # (2,): reduced with the gradients,
-        if self.grad_reduce is not None:  # so every rank sees the same guard values and stops together
-            self.grad_reduce(grads + [energies])
+        stats = torch.stack([s.detach().to(self.device, torch.float32) for s in scalars])
+        if self.grad_reduce is not None:  # so every rank logs the same values, and the guard stops all together
+            self.grad_reduce(grads + [stats])
+        metrics = dict(zip(names, stats.tolist()))
+        energies = stats[:2]
         self._guard(it, energies)
         for p, g in zip(params, grads):
             p.grad = g
@@ -167,12 +170,8 @@ class Trainer:
         self.buffer.add(x_neg)  # 8. B <- B u x-
 
         self.step_count = it
-        e_p, e_n = energies.tolist()
-        metrics.update({
-            "loss/cd": l_cd.item(), "loss/reg": l_reg.item(), "loss/kl_opt": l_opt.item(), "loss/kl_ent": l_ent.item(),
-            "energy/pos": e_p, "energy/neg": e_n, "energy/diff": e_p - e_n,
-            "perf/images_per_s": B / (time.perf_counter() - t0),
-        })
+        metrics["energy/diff"] = metrics["energy/pos"] - metrics["energy/neg"]
+        metrics["perf/images_per_s"] = B * self.world_size / (time.perf_counter() - t0)  # over all workers
         self.history.append({"step": it, **metrics})
         self._last_negatives = x_neg
         return metrics
@@ -295,8 +294,8 @@ class Trainer:
         self.last_checkpoint = Path(path)
 
 
-def _norm(grads: Iterable[Tensor]) -> float:
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item()
+def _norm(grads: Iterable[Tensor]) -> Tensor:
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:

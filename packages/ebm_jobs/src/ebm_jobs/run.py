@@ -30,11 +30,11 @@ class RunOutcome:
 
 def train_run(cfg: Config, *, tracking_uri: str, run_id: str, rank: int = 0, world_size: int = 1,
               grad_reduce: GradReduce | None = None, device: str | torch.device | None = None,
-              callbacks: Iterable[Callback] = (), restore: Callable[[Trainer], None] | None = None,
+              callbacks: Iterable[Callback] = (), setup: Callable[[Trainer], None] | None = None,
               write_checkpoints: bool | None = None,
               extra_metrics: Callable[[Trainer], dict[str, float]] | None = None) -> RunOutcome:
-    """Build the trainer with the run-dir writer and MLflow mirror (rank 0) before ``callbacks``, restore it
-    if asked, fit, and close the MLflow run."""
+    """Build the trainer with the run-dir writer and MLflow mirror (rank 0) before ``callbacks``, hand it to
+    ``setup`` (weights from rank 0, or a checkpoint to restore), fit, and close the MLflow run."""
     torch.set_num_threads(cfg.jobs.cpus_per_worker)
     tracker = None
     own: list[Callback] = []
@@ -44,8 +44,8 @@ def train_run(cfg: Config, *, tracking_uri: str, run_id: str, rank: int = 0, wor
         own = [writer, tracker]
     trainer = Trainer(cfg, callbacks=[*own, *callbacks], grad_reduce=grad_reduce, rank=rank, world_size=world_size,
                       device=device)
-    if restore is not None:
-        restore(trainer)
+    if setup is not None:
+        setup(trainer)
     try:
         trainer.fit(write_checkpoints=write_checkpoints)
     except DivergenceError as e:  # the trainer has already written its curves; every rank stops here together

@@ -2,8 +2,8 @@
 
 (1) data sharded by rank, gradients averaged with ``all_reduce_mean`` over the process group that
     ``TorchTrainer`` set up (gloo on CPU, NCCL on GPU); one replay buffer per worker;
-(2) restore from ``ray.train.get_checkpoint()`` after a failure: shared state from ``shared.pt``,
-    this rank's buffer and RNG states from ``rank_<r>.pt``;
+(2) start from rank 0's weights (broadcast), or restore from ``ray.train.get_checkpoint()`` after a
+    failure: shared state from ``shared.pt``, this rank's buffer and RNG states from ``rank_<r>.pt``;
 (3) report: every ``train.checkpoint_every`` iterations all ranks write their part of one Ray
     checkpoint and call ``ray.train.report`` (a barrier); rank 0 also writes an ``ebm_core``
     checkpoint in the run directory and mirrors everything to MLflow;
@@ -23,7 +23,7 @@ import torch
 from ebm_core.callbacks import Callback
 from ebm_core.checkpoint import load_checkpoint, save_checkpoint
 from ebm_core.config import Config
-from ebm_core.distributed import all_reduce_mean
+from ebm_core.distributed import all_reduce_mean, broadcast_from_rank0
 from ebm_core.trainer import Trainer
 
 from .run import train_run
@@ -74,14 +74,17 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     factory: Callable[[int], list[Callback]] | None = loop_config.get("extra_callbacks")
     checkpoint = ray.train.get_checkpoint()
 
-    def restore_latest(trainer: Trainer) -> None:  # (2)
+    def start(trainer: Trainer) -> None:  # (2) rank 0's weights everywhere, or the latest checkpoint after a failure
+        if checkpoint is None:
+            broadcast_from_rank0(trainer.model, trainer.ema)
+            return
         with checkpoint.as_directory() as d:
             restore(trainer, Path(d), rank)
 
     outcome = train_run(cfg, tracking_uri=loop_config["tracking_uri"], run_id=loop_config["run_id"], rank=rank,
                         world_size=world, grad_reduce=all_reduce_mean, device=ray.train.torch.get_device(),  # (1)
                         callbacks=[*(factory(rank) if factory else []), RayReport(rank)],  # (3) last: it has seen the rest
-                        restore=restore_latest if checkpoint is not None else None,
+                        setup=start,
                         write_checkpoints=False)  # (4) fit; RayReport writes the checkpoints
     if outcome.diverged:
         ray.train.report({"step": outcome.trainer.step_count, "diverged": 1.0, "error": outcome.error})
