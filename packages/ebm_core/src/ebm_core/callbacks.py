@@ -55,6 +55,16 @@ class RunDirWriter(Callback):
         self.run_dir = Path(run_dir)
         self.paths: dict[str, Path] = {}
 
+    def on_fit_start(self, trainer: "Trainer") -> None:
+        """A resumed run drops the lines its last run wrote after the checkpoint it resumes from: the steps
+        about to run again are then written once."""
+        path = self.run_dir / "metrics.jsonl"
+        if trainer.step_count and path.is_file():
+            lines = path.read_text().splitlines()
+            kept = [line for line in lines if json.loads(line)["step"] <= trainer.step_count]
+            if len(kept) < len(lines):
+                path.write_text("".join(line + "\n" for line in kept))
+
     def on_step_end(self, trainer: "Trainer", step: int, metrics: dict[str, float]) -> None:
         if step % trainer.cfg.train.log_every == 0 or "grad_norm/cd" in metrics:
             with open(self.run_dir / "metrics.jsonl", "a") as f:

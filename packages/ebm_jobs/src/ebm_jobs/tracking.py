@@ -125,6 +125,15 @@ class MLflowCallback(Callback):
         self.client = MlflowClient(tracking_uri)
         self.pending: list[Metric] = []
         self.failed = False
+        self.logged_through = 0  # steps up to this one are in MLflow already (a restarted worker group re-runs them)
+
+    def on_fit_start(self, trainer) -> None:
+        if trainer.step_count:  # restored from a checkpoint: MLflow may hold steps past it from the lost run
+            try:
+                history = self.client.get_metric_history(self.run_id, "energy/diff")
+            except Exception:  # the failure shows, and is handled, at the first write
+                history = []
+            self.logged_through = max((m.step for m in history), default=0)
 
     def _safe(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> None:
         """Call the tracker; on the first failure say so once and stop tracking (files stay in the run dir)."""
@@ -144,6 +153,8 @@ class MLflowCallback(Callback):
             self._safe("metrics", self.client.log_batch, self.run_id, metrics=batch[i:i + 1000])
 
     def on_step_end(self, trainer, step: int, metrics: dict[str, float]) -> None:
+        if step <= self.logged_through:  # each step once in MLflow's history
+            return
         ts = int(time.time() * 1000)
         self.pending.extend(Metric(k, float(v), ts, step) for k, v in metrics.items())
         if step % self.flush_every == 0:
