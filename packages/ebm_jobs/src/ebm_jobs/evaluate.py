@@ -2,7 +2,7 @@
 
     ebm eval --model runs/demo/<time>/checkpoints/step_0000450.pt --metrics fid,is,ood
     ebm eval --model runs:/<run id>/model --metrics fid,is,ood,comp --tracking-uri http://127.0.0.1:5000
-    ray job submit --address http://127.0.0.1:8265 --working-dir . -- python -m ebm_jobs.evaluate --model <MODEL> ...
+    ray job submit --address http://127.0.0.1:8265 --runtime-env infra/runtime_env.yaml -- python -m ebm_jobs.evaluate --model <MODEL> ...
 
 MODEL is a checkpoint or model-export path, an MLflow run id, or an MLflow model URI (``runs:/...``,
 ``models:/name/version``). Everything is checked before any sampling starts. The measurements are

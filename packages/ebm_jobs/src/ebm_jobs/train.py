@@ -1,7 +1,7 @@
 """Distributed training on Ray Train, recorded in MLflow; the entry point of ``ray job submit``.
 
     python -m ebm_jobs.train --preset demo --set jobs.num_workers=2
-    ray job submit --address http://127.0.0.1:8265 --working-dir . -- python -m ebm_jobs.train --preset demo
+    ray job submit --address http://127.0.0.1:8265 --runtime-env infra/runtime_env.yaml -- python -m ebm_jobs.train --preset demo
 
 The driver checks the config, the run directory and the storage path, creates the MLflow run,
 then fits a ``TorchTrainer`` whose workers run ``worker.train_loop_per_worker``. With
