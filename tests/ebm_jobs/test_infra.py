@@ -79,7 +79,9 @@ def test_job_submit_on_a_new_machine_runs_the_test_preset_and_mlflow_sees_it(ser
         shutil.copytree(ROOT / rel, copy / rel, ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
     init = copy / "packages" / "ebm_core" / "src" / "ebm_core" / "__init__.py"
     init.write_text(init.read_text() + "\nSUBMITTED_MARKER = 'only-in-the-submitted-copy'\n")
-    probe = ("import ray, ebm_core; print('driver', ebm_core.SUBMITTED_MARKER); ray.init(); "
+    # inside the job, init_ray() joins the cluster it was submitted to ($RAY_ADDRESS, set by `ray job submit`)
+    probe = ("import ray, ebm_core; from ebm_jobs.cluster import init_ray; print('driver', ebm_core.SUBMITTED_MARKER); "
+             "init_ray(); "
              "print('worker', ray.get(ray.remote(lambda: __import__('ebm_core').SUBMITTED_MARKER).remote()))")
     marked = subprocess.run([str(BIN / "ray"), "job", "submit", "--address", "http://127.0.0.1:8276", "--runtime-env",
                              "infra/runtime_env.yaml", "--", "python", "-c", probe], env=env, capture_output=True,

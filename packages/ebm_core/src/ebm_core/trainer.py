@@ -120,9 +120,9 @@ class Trainer:
             X, X_idx = self.buffer.reference_set(cfg.loss.ent_set_size, device=self.device)
             X = self.augment(X)
             own_start = start_idx[:, None] == X_idx[None, :]  # (B, n): a chain never neighbours its own start
-        replayed = ~fresh.to(self.device)
+        replayed = ~fresh  # on the CPU: testing it costs no device sync in the hot loop
         if replayed.any():  # 3. x~0 = D(x~0) for starts from the buffer; fresh noise stays noise (as the reference)
-            x0 = torch.where(replayed[:, None, None, None], self.augment(x0), x0)
+            x0 = torch.where(replayed.to(self.device)[:, None, None, None], self.augment(x0), x0)
 
         s = cfg.sampler  # 4-5. K Langevin steps; x- detached, x_hat through the last step
         fast = self.input_grad
