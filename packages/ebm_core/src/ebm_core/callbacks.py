@@ -56,10 +56,10 @@ class RunDirWriter(Callback):
         self.paths: dict[str, Path] = {}
 
     def on_fit_start(self, trainer: "Trainer") -> None:
-        """A resumed run drops the lines its last run wrote after the checkpoint it resumes from: the steps
-        about to run again are then written once."""
+        """A resumed (or retried) run drops the lines its last attempt wrote after the checkpoint it resumes
+        from (all of them when it starts again from step 0): the steps about to run again are written once."""
         path = self.run_dir / "metrics.jsonl"
-        if trainer.step_count and path.is_file():
+        if path.is_file():
             lines = path.read_text().splitlines()
             kept = [line for line in lines if json.loads(line)["step"] <= trainer.step_count]
             if len(kept) < len(lines):

@@ -234,6 +234,9 @@ class TrainConfig:
                "false with train.sampler_grad=plain (bf16 applies to the frozen/compiled paths)", self.sampler_bf16)
 
 
+PLACEMENTS = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")  # Ray's placement group strategies
+
+
 @dataclass(kw_only=True)
 class JobsConfig:
     """How ``ebm_jobs`` runs this config: Ray Train workers, fault tolerance, storage, MLflow tracking.
@@ -245,7 +248,8 @@ class JobsConfig:
     use_gpu: bool = False
     cpus_per_worker: int = 1
     max_failures: int = 0  # worker failures to recover from (restart from the latest checkpoint)
-    storage_path: str | None = None  # Ray Train storage; None: <run_dir>/ray_results; a shared or s3:// path on a cluster
+    placement: str = "PACK"  # how workers spread over nodes: PACK, SPREAD, STRICT_PACK or STRICT_SPREAD (Ray's)
+    storage_path: str | None = None  # runs live in <storage_path>/<run name>: shared path or URI (s3://...); None: train.run_dir
     tracking_uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///<run_dir>/mlflow.db
     experiment: str = "ebm"
 
@@ -254,6 +258,7 @@ class JobsConfig:
             _check(isinstance(getattr(self, name), int) and getattr(self, name) >= 1, f"jobs.{name}", "an int >= 1", getattr(self, name))
         _check(isinstance(self.max_failures, int) and self.max_failures >= -1, "jobs.max_failures", "an int >= -1 (-1: unlimited)", self.max_failures)
         _check(bool(self.experiment), "jobs.experiment", "a non-empty name", self.experiment)
+        _check(self.placement in PLACEMENTS, "jobs.placement", f"one of {', '.join(PLACEMENTS)}", self.placement)
 
 
 @dataclass(kw_only=True)

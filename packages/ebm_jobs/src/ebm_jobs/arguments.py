@@ -29,7 +29,9 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
                    help="a grid axis (repeatable; the trials are the cartesian product)")
     p.add_argument("--asha", action="store_true", help="stop weak trials early with ASHA (on loss/cd)")
     p.add_argument("--max-concurrent", type=int, help="trials at once (default: what the CPUs allow)")
-    p.add_argument("--sweep-dir", help="a new or empty directory for the sweep (default: runs/sweeps/<date-time>)")
+    p.add_argument("--sweep-dir", help="a new or empty directory for the sweep (default: runs/sweeps/<date-time>; "
+                                       "with jobs.storage_path, its last part names the sweep there)")
+    p.add_argument("--resume", metavar="SWEEP_ROOT", help="finish an interrupted sweep: its directory or URI")
 
 
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:

@@ -3,6 +3,7 @@
     ebm sweep --preset demo --ablation                      # the five rows of Table 2
     ebm sweep --preset test --grid loss.w_ent=0,0.3 --grid sampler.steps=5,10 --asha
     python -m ebm_jobs.sweep --preset demo --ablation      # the same, for `ray job submit`
+    ebm sweep --resume runs/sweeps/<name>                   # finish an interrupted sweep (Tuner.restore)
 
 A trial with ``jobs.num_workers == 1`` runs the core trainer inside the Tune trial (cheap on a
 laptop); with more workers it fits a ``TorchTrainer`` reporting to Tune. The summary table (trial,
@@ -15,14 +16,20 @@ import argparse
 import itertools
 import json
 import os
+import shutil
 import sys
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
+from mlflow.tracking import MlflowClient  # noqa: E402
+
 from ebm_core.callbacks import Callback  # noqa: E402
+from ebm_core.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from ebm_core.config import Config, ConfigError  # noqa: E402
 from ebm_core.recipes import TABLE2  # noqa: E402
 from ebm_core.runs import config_from_args, new_run_dir  # noqa: E402
@@ -31,8 +38,9 @@ from ebm_core.trainer import Trainer  # noqa: E402
 from .arguments import add_sweep_arguments, module_main  # noqa: E402
 from .cluster import init_ray  # noqa: E402
 from .run import train_run  # noqa: E402
+from .storage import RunStorage, check_shared, check_writable  # noqa: E402
 from .tracking import start_run, terminal_status  # noqa: E402
-from .train import prepare, storage_path  # noqa: E402
+from .train import prepare, record_job  # noqa: E402
 
 
 def grid_trials(grid: list[str]) -> list[tuple[str, dict[str, Any]]]:
@@ -51,8 +59,12 @@ def grid_trials(grid: list[str]) -> list[tuple[str, dict[str, Any]]]:
     return trials
 
 
+TRIAL_CHECKPOINT = "trainer.pt"
+
+
 class TuneReport(Callback):
-    """Report the trainer's metrics to Tune every ``log_every`` iterations (ASHA decides on them).
+    """Report the trainer's metrics to Tune every ``log_every`` iterations (ASHA decides on them), with a trial
+    checkpoint every ``checkpoint_every`` (a retried or restored trial continues from it).
 
     The last iteration is left to the trial's final report, which carries the summary fields: a
     scheduler stops a trial once it reports ``step == max_t``.
@@ -61,30 +73,60 @@ class TuneReport(Callback):
     def on_step_end(self, trainer: Trainer, step: int, metrics: dict[str, float]) -> None:
         from ray import tune
 
-        if step % trainer.cfg.train.log_every == 0 and step < trainer.cfg.train.iterations:
+        cfg = trainer.cfg.train
+        if step % cfg.checkpoint_every == 0 or step == cfg.iterations:
+            state = trainer.state_dict()
+            trainer.save_checkpoint(state=state)  # the run directory's own checkpoint (and MLflow's EMA export)
+            if step < cfg.iterations:
+                with tempfile.TemporaryDirectory() as tmp:
+                    save_checkpoint(state, Path(tmp) / TRIAL_CHECKPOINT)
+                    tune.report({"step": step, **metrics}, checkpoint=tune.Checkpoint.from_directory(tmp))
+                return
+        if step % cfg.log_every == 0 and step < cfg.iterations:
             tune.report({"step": step, **metrics})
 
 
+def trial_config(params: dict[str, Any]) -> Config:
+    """A trial's config: the sweep's base, its overrides, and its run root ``<sweep root>/<trial name>``."""
+    cfg = Config.from_dict(params["base"]).override(params["overrides"])
+    root = params["sweep_root"]
+    if "://" in root:
+        return cfg.override({"jobs.storage_path": root, "train.run_dir": params["name"], "train.progress": False})
+    return cfg.override({"train.run_dir": str(Path(root) / params["name"]), "train.progress": False})
+
+
 def run_trial(params: dict[str, Any]) -> None:
-    """One Tune trial: a nested MLflow run, the core trainer (or a TorchTrainer), a final report."""
+    """One Tune trial: a nested MLflow run, the core trainer (or a TorchTrainer), a final report. The trial owns its
+    run root, so a retried or restored trial resumes there (from its Tune checkpoint) and reopens its MLflow run."""
     from ray import tune
 
-    cfg = Config.from_dict(params["base"]).override(params["overrides"])
-    cfg = prepare(cfg.override({"train.run_dir": str(Path(params["sweep_dir"]) / params["name"]), "train.progress": False}))
+    cfg = trial_config(params)
     if cfg.jobs.num_workers > 1:
         from .train import fit
 
-        result = fit(cfg, run_name=params["name"], parent_run_id=params["parent_run_id"], tune_report=True)
-        final = {**result.metrics, "diverged": float(result.diverged), "run_id": result.run_id}
-        tune.report(final)
+        result = fit(cfg, resume=True, parent_run_id=params["parent_run_id"], tune_report=True)
+        tune.report({**result.metrics, "diverged": float(result.diverged), "run_id": result.run_id})
         return
     from ebm_eval.quick import quick_quality
 
-    uri, run_id = start_run(cfg, run_name=params["name"], parent_run_id=params["parent_run_id"],
-                            extra_tags={"trial": params["name"]})
-    outcome = train_run(cfg, tracking_uri=uri, run_id=run_id, callbacks=[TuneReport()],
+    cfg, storage = prepare(cfg, resume=True)
+    record_job(storage, cfg)
+    local = storage.local_dir()
+    if storage.is_uri:  # this node's scratch copy, filled from the root
+        shutil.rmtree(local, ignore_errors=True)
+        storage.download(local)
+    cfg = cfg.override({"train.run_dir": str(local)})
+    checkpoint = tune.get_checkpoint()
+
+    def restore(trainer: Trainer) -> None:
+        if checkpoint is not None:
+            with checkpoint.as_directory() as d:
+                trainer.load_state_dict(load_checkpoint(Path(d) / TRIAL_CHECKPOINT))
+
+    outcome = train_run(cfg, storage=storage, parent_run_id=params["parent_run_id"], extra_tags={"trial": params["name"]},
+                        callbacks=[TuneReport()], setup=restore, write_checkpoints=False,
                         device="cpu" if not cfg.jobs.use_gpu else None, extra_metrics=quick_quality)
-    tune.report({"step": outcome.trainer.step_count, "diverged": float(outcome.diverged), "run_id": run_id,
+    tune.report({"step": outcome.trainer.step_count, "diverged": float(outcome.diverged), "run_id": outcome.run_id,
                  **_tail(outcome.trainer), **outcome.extra})
 
 
@@ -117,53 +159,91 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+SWEEP_FILE = "sweep.json"
+
+
 def sweep(cfg: Config, trials: list[tuple[str, dict[str, Any]]], *, sweep_dir: str | Path, asha: bool = False,
           max_concurrent: int | None = None, name: str | None = None,
           parent_run_id: str | None = None) -> tuple[list[dict[str, Any]], str]:
     """Run ``trials`` (name, overrides) under one parent MLflow run; returns the summary rows and the parent run id.
 
-    ``parent_run_id`` nests that parent run in turn (e.g. under a ``reproduce`` run).
+    The sweep's root is ``sweep_dir`` (or ``<jobs.storage_path>/<its name>``); it holds Tune's experiment state,
+    ``sweep.json`` (what ``resume_sweep`` needs) and every trial's run root. ``name`` names the parent MLflow run;
+    ``parent_run_id`` nests it in turn (e.g. under a ``reproduce`` run).
     """
-    import ray
-    from mlflow.tracking import MlflowClient
-    from ray import tune
-
     for _, over in trials:  # every trial's config is checked before anything starts
         cfg.override(over)
-    sweep_dir = Path(sweep_dir).expanduser().resolve()
-    parent_cfg = prepare(cfg.override({"train.run_dir": str(sweep_dir)}))
-    storage = storage_path(parent_cfg)
-    name = name or f"sweep-{cfg.preset}-{sweep_dir.name}"
-    uri, parent_id = start_run(parent_cfg, run_name=name, parent_run_id=parent_run_id,
-                               extra_tags={"sweep": "true", "trials": str(len(trials))})
-    base = parent_cfg.override({"jobs.tracking_uri": uri}).to_dict()
+    parent_cfg, storage = prepare(cfg.override({"train.run_dir": str(Path(sweep_dir).expanduser().resolve())}))
+    check_writable(storage)
+    uri, parent_id = start_run(parent_cfg, run_name=name or f"sweep-{cfg.preset}-{storage.name}", parent_run_id=parent_run_id,
+                               extra_tags={"sweep": "true", "trials": str(len(trials)), "run_root": storage.uri})
+    spec = {"name": storage.name, "root": storage.uri, "local_dir": parent_cfg.train.run_dir, "trials": trials,
+            "base": parent_cfg.override({"jobs.tracking_uri": uri}).to_dict(), "tracking_uri": uri,
+            "parent_run_id": parent_id, "asha": asha, "max_concurrent": max_concurrent}
+    storage.write_json(SWEEP_FILE, spec)
+    return _run(spec, restore=False)
+
+
+def resume_sweep(root: str | Path) -> tuple[list[dict[str, Any]], str]:
+    """Finish an interrupted sweep (``Tuner.restore``): finished trials stay as they are, unfinished and failed
+    ones continue from their latest trial checkpoints, trials never started run now."""
+    root = str(root) if "://" in str(root) else str(Path(root).expanduser().resolve())
+    spec = RunStorage.at(root).read_json(SWEEP_FILE)
+    if spec is None:
+        raise ConfigError(f"ebm sweep --resume {root}: no {SWEEP_FILE} there, so it is not a sweep's root")
+    MlflowClient(spec["tracking_uri"]).update_run(spec["parent_run_id"], status="RUNNING")
+    return _run(spec, restore=True)
+
+
+def _run(spec: dict[str, Any], *, restore: bool) -> tuple[list[dict[str, Any]], str]:
+    """Fit (or restore) the Tuner of a sweep described by ``spec``, then write and log its summary."""
+    import ray
+    from ray import tune
+
+    cfg = Config.from_dict(spec["base"])
+    trials = [(name, over) for name, over in spec["trials"]]
+    storage = RunStorage.at(spec["root"])
     init_ray()  # $RAY_ADDRESS (set by `ray job submit`) or a private local Ray
-    cpus = ray.cluster_resources().get("CPU", 1)
-    per_trial = cfg.jobs.cpus_per_worker if cfg.jobs.num_workers == 1 else 0.01
-    concurrency = max_concurrent or max(1, int(cpus // max(per_trial, 1)) if cfg.jobs.num_workers == 1 else 1)
-    space = {"trial": tune.grid_search(list(range(len(trials))))}
+    check_shared(storage)
 
     def trainable(config: dict[str, Any]) -> None:
         trial_name, overrides = trials[config["trial"]]
-        run_trial({"base": base, "overrides": overrides, "name": trial_name, "sweep_dir": str(sweep_dir),
-                   "parent_run_id": parent_id})
+        run_trial({"base": spec["base"], "overrides": overrides, "name": trial_name, "sweep_root": spec["root"],
+                   "parent_run_id": spec["parent_run_id"]})
 
-    scheduler = None
-    if asha:
-        from ray.tune.schedulers import ASHAScheduler
-
-        scheduler = ASHAScheduler(time_attr="step", max_t=cfg.train.iterations, grace_period=max(1, cfg.train.iterations // 4))
+    per_trial = cfg.jobs.cpus_per_worker if cfg.jobs.num_workers == 1 else 0.01
     resources = {"cpu": per_trial}
     if cfg.jobs.use_gpu and cfg.jobs.num_workers == 1:  # the trial itself trains: it needs the GPU
         resources["gpu"] = 1
-    tuner = tune.Tuner(
-        tune.with_resources(trainable, resources),
-        param_space=space,
-        tune_config=tune.TuneConfig(max_concurrent_trials=concurrency, scheduler=scheduler,
-                                    metric="loss/cd" if asha else None, mode="min" if asha else None),
-        run_config=tune.RunConfig(name=name, storage_path=storage),
-    )
+    fn = tune.with_resources(trainable, resources)
+    if restore:
+        tuner = tune.Tuner.restore(storage.uri, trainable=fn, resume_unfinished=True, resume_errored=True)
+    else:
+        cpus = ray.cluster_resources().get("CPU", 1)
+        concurrency = spec["max_concurrent"] or (max(1, int(cpus // max(per_trial, 1))) if cfg.jobs.num_workers == 1 else 1)
+        scheduler = None
+        if spec["asha"]:
+            from ray.tune.schedulers import ASHAScheduler
+
+            scheduler = ASHAScheduler(time_attr="step", max_t=cfg.train.iterations,
+                                      grace_period=max(1, cfg.train.iterations // 4))
+        tuner = tune.Tuner(
+            fn,
+            param_space={"trial": tune.grid_search(list(range(len(trials))))},
+            tune_config=tune.TuneConfig(max_concurrent_trials=concurrency, scheduler=scheduler,
+                                        metric="loss/cd" if spec["asha"] else None, mode="min" if spec["asha"] else None),
+            run_config=tune.RunConfig(name=storage.name, storage_path=storage.root,
+                                      failure_config=tune.FailureConfig(max_failures=cfg.jobs.max_failures),
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+        )
     grid = tuner.fit()
+    client = MlflowClient(spec["tracking_uri"])
+    parent_id = spec["parent_run_id"]
+    if grid.num_terminated + grid.num_errors < len(grid):  # interrupted (Ctrl-C): Tune saved its state
+        client.set_tag(parent_id, "interrupted", f"resume with: ebm sweep --resume {storage.uri}")
+        client.set_terminated(parent_id, status="KILLED")
+        raise SweepInterrupted(f"the sweep was interrupted with {len(grid) - grid.num_terminated - grid.num_errors} "
+                               f"trial(s) unfinished; finish it with: ebm sweep --resume {storage.uri}")
     rows = []
     for res in grid:
         idx = res.config["trial"]
@@ -173,27 +253,46 @@ def sweep(cfg: Config, trials: list[tuple[str, dict[str, Any]]], *, sweep_dir: s
         if res.error is not None:
             rows[-1]["error"] = str(res.error).splitlines()[0][:200]
     rows.sort(key=lambda r: [t[0] for t in trials].index(r["trial"]))
-    table = summary_table(rows)
-    (sweep_dir / "summary.md").write_text(table + "\n")
-    (sweep_dir / "summary.json").write_text(json.dumps(rows, indent=2))
-    client = MlflowClient(uri)
+    local = Path(spec["local_dir"])
+    local.mkdir(parents=True, exist_ok=True)
+    (local / "summary.md").write_text(summary_table(rows) + "\n")
+    (local / "summary.json").write_text(json.dumps(rows, indent=2))
+    storage.upload(local)
     for child in client.search_runs([client.get_run(parent_id).info.experiment_id],
                                     f"tags.mlflow.parentRunId = '{parent_id}' and attributes.status = 'RUNNING'"):
         client.set_tag(child.info.run_id, "stopped", "by the Tune scheduler or an error before the end")
         client.set_terminated(child.info.run_id, status="KILLED")  # trials Tune stopped never ended their runs
-    client.log_artifact(parent_id, str(sweep_dir / "summary.md"))
-    client.log_artifact(parent_id, str(sweep_dir / "summary.json"))
+    client.log_artifact(parent_id, str(local / "summary.md"))
+    client.log_artifact(parent_id, str(local / "summary.json"))
     client.set_terminated(parent_id, status=terminal_status(all(not r.get("error") for r in rows)))
     return rows, parent_id
 
 
+class SweepInterrupted(RuntimeError):
+    """Tune stopped on Ctrl-C with trials unfinished; its state is saved for ``ebm sweep --resume``."""
+
+
 def run_from_args(args: argparse.Namespace) -> int:
+    try:
+        return _run_from_args(args)
+    except SweepInterrupted as e:
+        print(f"ebm sweep: {e}", file=sys.stderr)
+        return 130
+
+
+def _run_from_args(args: argparse.Namespace) -> int:
+    if args.resume:
+        rows, parent = resume_sweep(args.resume)
+        print(summary_table(rows))
+        print(f"ebm sweep: parent MLflow run {parent}; summary in {args.resume}")
+        return 0
     cfg = config_from_args(args)
     trials = [(v.name, dict(v.overrides)) for v in TABLE2] if args.ablation else []
     trials += grid_trials(args.grid) if args.grid else []
     if not trials:
-        raise ConfigError("ebm sweep: give --ablation and/or at least one --grid axis")
-    sweep_dir = args.sweep_dir or new_run_dir("runs/sweeps")
+        raise ConfigError("ebm sweep: give --ablation and/or at least one --grid axis (or --resume <sweep root>)")
+    sweep_dir = args.sweep_dir or (new_run_dir("runs/sweeps") if cfg.jobs.storage_path is None
+                                   else Path("runs/sweeps") / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}")
     rows, parent = sweep(cfg, trials, sweep_dir=sweep_dir, asha=args.asha, max_concurrent=args.max_concurrent)
     print(summary_table(rows))
     print(f"ebm sweep: parent MLflow run {parent}; summary in {Path(sweep_dir).resolve() / 'summary.md'}")

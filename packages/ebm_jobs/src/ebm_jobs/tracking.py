@@ -9,6 +9,7 @@ once and goes on: its files are all in the run directory.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -21,6 +22,8 @@ from typing import Any, Iterator
 from ebm_core.callbacks import Callback, RunDirWriter
 from ebm_core.config import Config
 from ebm_core.pipeline import export_model
+
+from .storage import TRACKING_FILE
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -94,27 +97,52 @@ def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
 
 def start_run(cfg: Config, *, run_name: str | None = None, parent_run_id: str | None = None,
               extra_tags: dict[str, str] | None = None) -> tuple[str, str]:
-    """Create the MLflow run of a training job, with params and tags; returns (tracking URI, run id).
+    """Create or reopen the MLflow run of the run directory ``cfg.train.run_dir``; returns (tracking URI, run id).
 
-    Falls back to the local store in the run directory, with one warning, if the server is down.
+    Called by the process that logs (rank 0 of a Ray Train job, a Tune trial, a sweep's driver), on
+    whichever node it runs: it checks the tracking server itself. An unreachable server gives one warning
+    and the run is recorded in the store inside its own directory (``<run_dir>/mlflow.db``), which is on
+    the run's shared storage. A run directory that already names a run in the same store (its
+    ``tracking.json``: a resumed or retried run) reopens that run instead of creating another.
     """
+    run_dir = Path(cfg.train.run_dir)
     uri = resolve_tracking_uri(cfg)
     if not server_reachable(uri):
-        fallback = local_store_uri(cfg.train.run_dir)
-        warnings.warn(f"MLflow tracking server {uri} is unreachable; recording this run in {fallback} instead "
-                      f"(everything is also in {cfg.train.run_dir})", stacklevel=2)
-        uri = fallback
-    Path(cfg.train.run_dir).mkdir(parents=True, exist_ok=True)
+        fallback = local_store_uri(run_dir)
+        warnings.warn(f"MLflow tracking server {uri} is unreachable from this node; recording this run in {fallback} "
+                      f"instead (everything is also in {run_dir})", stacklevel=2)
+        uri, parent_run_id = fallback, None  # the parent run lives in the other store
+    run_dir.mkdir(parents=True, exist_ok=True)
     client = MlflowClient(uri)
+    known = read_tracking(run_dir)
+    if known and known["tracking_uri"] == uri:
+        client.update_run(known["run_id"], status=RunStatus.to_string(RunStatus.RUNNING))
+        record_tracking(run_dir, uri, known["run_id"], status="RUNNING", step=known.get("step", 0))
+        return uri, known["run_id"]
     exp_id = ensure_experiment(client, cfg.jobs.experiment, uri)
     tags = {**run_tags(cfg), **(extra_tags or {})}
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
-    run = client.create_run(exp_id, run_name=run_name, tags=tags)
+    run = client.create_run(exp_id, run_name=run_name or run_dir.name, tags=tags)
     params = [Param(k, str(v)[:6000]) for k, v in cfg.flat().items()]
     for i in range(0, len(params), 100):
         client.log_batch(run.info.run_id, params=params[i:i + 100])
+    record_tracking(run_dir, uri, run.info.run_id, status="RUNNING", step=0)
     return uri, run.info.run_id
+
+
+def read_tracking(run_dir: str | Path) -> dict[str, Any] | None:
+    """``<run_dir>/tracking.json``: where the run is tracked, its status and last step (None if absent)."""
+    path = Path(run_dir) / TRACKING_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def record_tracking(run_dir: str | Path, uri: str, run_id: str, *, status: str, step: int) -> None:
+    """Write ``tracking.json`` atomically: a resumed job reopens this run, and a finished one is not run again."""
+    path = Path(run_dir) / TRACKING_FILE
+    tmp = path.with_name(f".{TRACKING_FILE}.tmp")
+    tmp.write_text(json.dumps({"tracking_uri": uri, "run_id": run_id, "status": status, "step": step}, indent=2))
+    os.replace(tmp, path)
 
 
 class MLflowCallback(Callback):
@@ -128,12 +156,13 @@ class MLflowCallback(Callback):
         self.logged_through = 0  # steps up to this one are in MLflow already (a restarted worker group re-runs them)
 
     def on_fit_start(self, trainer) -> None:
-        if trainer.step_count:  # restored from a checkpoint: MLflow may hold steps past it from the lost run
-            try:
-                history = self.client.get_metric_history(self.run_id, "energy/diff")
-            except Exception:  # the failure shows, and is handled, at the first write
-                history = []
-            self.logged_through = max((m.step for m in history), default=0)
+        """A reopened run (restored, retried, resubmitted) may hold steps from the lost attempt past its checkpoint:
+        those are not logged again."""
+        try:
+            history = self.client.get_metric_history(self.run_id, "energy/diff")
+        except Exception:  # the failure shows, and is handled, at the first write
+            history = []
+        self.logged_through = max((m.step for m in history), default=0)
 
     def _safe(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> None:
         """Call the tracker; on the first failure say so once and stop tracking (files stay in the run dir)."""

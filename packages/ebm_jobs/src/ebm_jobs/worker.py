@@ -3,7 +3,8 @@
 (1) data sharded by rank, gradients averaged with ``all_reduce_mean`` over the process group that
     ``TorchTrainer`` set up (gloo on CPU, NCCL on GPU); one replay buffer per worker;
 (2) start from rank 0's weights (broadcast), or restore from ``ray.train.get_checkpoint()`` after a
-    failure: shared state from ``shared.pt``, this rank's buffer and RNG states from ``rank_<r>.pt``;
+    failure or on a resubmitted job: shared state from ``shared.pt``, this rank's buffer and RNG states
+    from ``rank_<r>.pt``; rank 0 writes the run directory on the run's storage (``storage.py``);
 (3) report: every ``train.checkpoint_every`` iterations all ranks write their part of one Ray
     checkpoint and call ``ray.train.report`` (a barrier); rank 0 also writes an ``ebm_core``
     checkpoint in the run directory and mirrors everything to MLflow;
@@ -12,6 +13,7 @@
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -27,6 +29,7 @@ from ebm_core.distributed import all_reduce_mean, broadcast_from_rank0
 from ebm_core.trainer import Trainer
 
 from .run import train_run
+from .storage import RunStorage
 
 SHARED = "shared.pt"
 
@@ -67,10 +70,16 @@ def restore(trainer: Trainer, checkpoint_dir: Path, rank: int) -> None:
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """Runs in every Ray Train worker. ``loop_config``: config dict, MLflow URI and run id, extra callbacks."""
-    cfg = Config.from_dict(loop_config["config"])
+    """Runs in every Ray Train worker. ``loop_config``: config dict, the run's storage, the MLflow parent run,
+    extra callbacks."""
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    storage = RunStorage(**loop_config["storage"])
+    local = storage.local_dir()  # the run's root on a shared path; on a URI, this node's scratch copy
+    if rank == 0 and storage.is_uri:  # a fresh copy of the root: this node may be new to the run
+        shutil.rmtree(local, ignore_errors=True)
+        storage.download(local)
+    cfg = Config.from_dict(loop_config["config"]).override({"train.run_dir": str(local)})
     factory: Callable[[int], list[Callback]] | None = loop_config.get("extra_callbacks")
     checkpoint = ray.train.get_checkpoint()
 
@@ -81,8 +90,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         with checkpoint.as_directory() as d:
             restore(trainer, Path(d), rank)
 
-    outcome = train_run(cfg, tracking_uri=loop_config["tracking_uri"], run_id=loop_config["run_id"], rank=rank,
-                        world_size=world, grad_reduce=all_reduce_mean, device=ray.train.torch.get_device(),  # (1)
+    outcome = train_run(cfg, rank=rank, world_size=world, storage=storage, parent_run_id=loop_config.get("parent_run_id"),
+                        grad_reduce=all_reduce_mean, device=ray.train.torch.get_device(),  # (1)
                         callbacks=[*(factory(rank) if factory else []), RayReport(rank)],  # (3) last: it has seen the rest
                         setup=start,
                         write_checkpoints=False)  # (4) fit; RayReport writes the checkpoints
