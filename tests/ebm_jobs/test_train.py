@@ -2,7 +2,10 @@
 
 import json
 import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -15,6 +18,7 @@ from ebm_core.callbacks import Callback
 from ebm_core.checkpoint import load_checkpoint
 from ebm_core.config import ConfigError
 from ebm_core.presets import get_preset
+from ebm_jobs.tracking import start_run
 from ebm_jobs.train import fit, main
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import test modules
@@ -108,15 +112,50 @@ def test_worker_failure_restores_from_the_latest_checkpoint(ray_local, tmp_path)
     assert sorted(h.step for h in history) == list(range(1, 8))
 
 
-def test_unreachable_tracking_server_falls_back_to_the_run_directory(ray_local, tmp_path):
+def test_unreachable_tracking_server_falls_back_to_the_store_in_the_run_root(ray_local, tmp_path):
+    """Rank 0 checks the server itself (a worker elsewhere may not reach what the driver reaches) and falls back to
+    the store inside the run's root, where the driver finds it afterwards."""
     cfg = get_preset("test").override({"train.run_dir": str(tmp_path / "run"), "train.iterations": 2,
-                                  "jobs.tracking_uri": "http://127.0.0.1:9"})  # nothing listens on port 9
-    with pytest.warns(UserWarning, match="unreachable") as caught:
-        result = fit(cfg)
-    assert sum("unreachable" in str(w.message) for w in caught) == 1
-    assert result.tracking_uri.startswith("sqlite:///") and str(tmp_path / "run") in result.tracking_uri
-    assert MlflowClient(result.tracking_uri).get_run(result.run_id).info.status == "FINISHED"
+                                       "jobs.tracking_uri": "http://127.0.0.1:9"})  # nothing listens on port 9
+    result = fit(cfg)
+    assert result.tracking_uri == f"sqlite:///{tmp_path / 'run' / 'mlflow.db'}"
+    run = MlflowClient(result.tracking_uri).get_run(result.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["run_root"] == str(tmp_path / "run")
     assert (tmp_path / "run" / "plots" / "energy_diff.png").is_file()
+    with pytest.warns(UserWarning, match="unreachable from this node") as caught:  # said once, by the logging process
+        start_run(cfg.override({"train.run_dir": str(tmp_path / "other")}))
+    assert sum("unreachable" in str(w.message) for w in caught) == 1
+
+
+def test_a_killed_job_submitted_again_continues_and_a_finished_one_is_left_alone(tmp_path):
+    """The same command twice, as a KubeRay retry or a user's re-submit runs it: the second continues from the
+    latest checkpoint in the same MLflow run; once finished, a third does nothing."""
+    cmd = [sys.executable, "-m", "ebm_jobs.train", "--preset", "test", "--run-name", "again", "--resume",
+           "--iterations", "150", "--set", f"train.run_dir={tmp_path}", "--set", "train.image_every=1000"]
+    env = {**os.environ, "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
+    root = tmp_path / "again"
+    first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while not (root / "checkpoints" / "step_0000009.pt").exists():
+        assert first.poll() is None and time.time() < deadline
+        time.sleep(0.2)
+    os.killpg(first.pid, signal.SIGKILL)  # the job and its private Ray, at once
+    first.wait()
+    before = (root / "metrics.jsonl").read_text().splitlines()
+    run_id = json.loads((root / "tracking.json").read_text())["run_id"]
+    assert 9 <= len(before) < 150
+    second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert second.returncode == 0, second.stderr[-3000:]
+    after = (root / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in after] == list(range(1, 151))  # every step once
+    assert after[:6] == before[:6]  # steps up to the restored checkpoint were not run again (timings would differ)
+    tracking = json.loads((root / "tracking.json").read_text())
+    assert tracking == {**tracking, "run_id": run_id, "status": "FINISHED", "step": 150}
+    history = MlflowClient(tracking["tracking_uri"]).get_metric_history(run_id, "energy/diff")
+    assert sorted(m.step for m in history) == list(range(1, 151))
+    third = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert third.returncode == 0 and "already finished at step 150" in third.stdout
+    assert (root / "metrics.jsonl").read_text().splitlines() == after
 
 
 def test_bad_inputs_fail_before_work(tmp_path, capsys):

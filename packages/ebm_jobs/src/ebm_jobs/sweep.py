@@ -38,7 +38,7 @@ from ebm_core.trainer import Trainer  # noqa: E402
 from .arguments import add_sweep_arguments, module_main  # noqa: E402
 from .cluster import init_ray  # noqa: E402
 from .run import train_run  # noqa: E402
-from .storage import RunStorage, check_shared, check_writable  # noqa: E402
+from .storage import RunStorage, check_shared  # noqa: E402
 from .tracking import start_run, terminal_status  # noqa: E402
 from .train import prepare, record_job  # noqa: E402
 
@@ -174,7 +174,6 @@ def sweep(cfg: Config, trials: list[tuple[str, dict[str, Any]]], *, sweep_dir: s
     for _, over in trials:  # every trial's config is checked before anything starts
         cfg.override(over)
     parent_cfg, storage = prepare(cfg.override({"train.run_dir": str(Path(sweep_dir).expanduser().resolve())}))
-    check_writable(storage)
     uri, parent_id = start_run(parent_cfg, run_name=name or f"sweep-{cfg.preset}-{storage.name}", parent_run_id=parent_run_id,
                                extra_tags={"sweep": "true", "trials": str(len(trials)), "run_root": storage.uri})
     spec = {"name": storage.name, "root": storage.uri, "local_dir": parent_cfg.train.run_dir, "trials": trials,
@@ -239,11 +238,14 @@ def _run(spec: dict[str, Any], *, restore: bool) -> tuple[list[dict[str, Any]], 
     grid = tuner.fit()
     client = MlflowClient(spec["tracking_uri"])
     parent_id = spec["parent_run_id"]
-    if grid.num_terminated + grid.num_errors < len(grid):  # interrupted (Ctrl-C): Tune saved its state
+    # Interrupted (Ctrl-C)? The state Tune saved says so; in memory it marks the stopped trials TERMINATED.
+    saved = tune.ExperimentAnalysis(storage.uri).trials
+    unfinished = len(trials) - sum(t.status in ("TERMINATED", "ERROR") for t in saved)
+    if unfinished:
         client.set_tag(parent_id, "interrupted", f"resume with: ebm sweep --resume {storage.uri}")
         client.set_terminated(parent_id, status="KILLED")
-        raise SweepInterrupted(f"the sweep was interrupted with {len(grid) - grid.num_terminated - grid.num_errors} "
-                               f"trial(s) unfinished; finish it with: ebm sweep --resume {storage.uri}")
+        raise SweepInterrupted(f"the sweep was interrupted with {unfinished} of {len(trials)} trials unfinished; "
+                               f"finish it with: ebm sweep --resume {storage.uri}")
     rows = []
     for res in grid:
         idx = res.config["trial"]

@@ -47,6 +47,7 @@ def prepare(cfg: Config, *, resume: bool = False) -> tuple[Config, RunStorage]:
     """The run's storage and config, checked before any work: a new run's root must be empty; with ``resume`` a
     root that holds a run continues it, with the config it started with (only ``RESUMABLE_CHANGES`` may differ)."""
     storage = storage_for(cfg.jobs.storage_path, cfg.train.run_dir)
+    check_writable(storage)
     if not storage.is_uri:  # absolute: workers do not share the driver's working directory
         cfg = cfg.override({"train.run_dir": str(storage.local_dir())})
     held = [n for n in storage.entries() if not n.startswith(".")]
@@ -95,7 +96,6 @@ def fit(cfg: Config, *, resume: bool = False, parent_run_id: str | None = None,
     if done and done["status"] == "FINISHED" and done["step"] >= cfg.train.iterations:
         return TrainResult(run_dir=storage.uri, tracking_uri=done["tracking_uri"], run_id=done["run_id"],
                            metrics={"step": done["step"]}, checkpoint_path=None, diverged=False, already_finished=True)
-    check_writable(storage)
     init_ray(log_to_driver=True)  # $RAY_ADDRESS (set by `ray job submit`) or a private local Ray
     check_shared(storage)
     record_job(storage, cfg)
