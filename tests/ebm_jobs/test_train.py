@@ -158,6 +158,21 @@ def test_a_killed_job_submitted_again_continues_and_a_finished_one_is_left_alone
     assert (root / "metrics.jsonl").read_text().splitlines() == after
 
 
+def test_resume_run_continues_the_job_behind_an_mlflow_run(ray_local, tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    (tmp_path / "store").mkdir()
+    cfg = get_preset("test").override({"train.run_dir": str(tmp_path / "run"), "train.iterations": 3,
+                                       "jobs.tracking_uri": uri})
+    first = fit(cfg)
+    assert main(["--resume-run", first.run_id, "--iterations", "6", "--set", f"jobs.tracking_uri={uri}"]) == 0
+    assert f"MLflow run {first.run_id}" in capsys.readouterr().out  # the same run, continued
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 7))
+    assert sorted(m.step for m in MlflowClient(uri).get_metric_history(first.run_id, "energy/diff")) == list(range(1, 7))
+    assert main(["--resume-run", "0" * 32, "--set", f"jobs.tracking_uri={uri}"]) == 2
+    assert "no such run" in capsys.readouterr().err
+
+
 def test_bad_inputs_fail_before_work(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("keep me")

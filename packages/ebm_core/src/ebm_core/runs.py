@@ -30,10 +30,16 @@ def add_config_args(p: argparse.ArgumentParser, *, default_preset: str = "demo")
 def config_from_args(args: argparse.Namespace) -> Config:
     """Preset or YAML file, then ``--set`` overrides, then ``--iterations``; validated before any work."""
     cfg = Config.from_yaml(args.config) if args.config else get_preset(args.preset)
+    overrides = overrides_from_args(args)
+    return cfg.override(overrides) if overrides else cfg
+
+
+def overrides_from_args(args: argparse.Namespace) -> list[str]:
+    """The ``--set`` overrides, then ``--iterations`` as ``train.iterations=N``."""
     overrides = list(args.set or [])
     if getattr(args, "iterations", None) is not None:
         overrides.append(f"train.iterations={args.iterations}")
-    return cfg.override(overrides) if overrides else cfg
+    return overrides
 
 
 def new_run_dir(parent: str | Path, *, prefix: str = "") -> Path:

@@ -23,7 +23,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from ebm_core.cli import report_error  # noqa: E402
 from ebm_core.config import Config, ConfigError  # noqa: E402
-from ebm_core.runs import add_config_args, check_new_run, config_from_args, run_dir_for  # noqa: E402
+from ebm_core.runs import add_config_args, check_new_run, config_from_args, overrides_from_args, run_dir_for  # noqa: E402
 
 from .cluster import init_ray  # noqa: E402
 from .storage import JOB_FILE, TRACKING_FILE, RunStorage, check_shared, check_writable, storage_for  # noqa: E402
@@ -153,8 +153,9 @@ def run_dir_from_args(cfg: Config, args: argparse.Namespace) -> Path:
     return run_dir_for(cfg, None)
 
 
-def config_from_mlflow(run_id: str, cfg: Config) -> Config:
-    """The config of the job behind an MLflow run (its ``run_root`` tag names the run's root), for ``--resume-run``."""
+def config_from_mlflow(run_id: str, cfg: Config, overrides: list[str]) -> Config:
+    """The config of the job behind an MLflow run (its ``run_root`` tag names the run's root) with the command
+    line's ``overrides``, for ``--resume-run``; ``cfg`` (the command line's config) says where MLflow is."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
@@ -171,10 +172,11 @@ def config_from_mlflow(run_id: str, cfg: Config) -> Config:
     stored = RunStorage.at(root).read_json(JOB_FILE)
     if stored is None:
         raise ConfigError(f"--resume-run {run_id}: its root {root} holds no {JOB_FILE} (moved or deleted?)")
-    return Config.from_dict(stored["config"]).override({"jobs.tracking_uri": uri})
+    return Config.from_dict(stored["config"]).override([*overrides, f"jobs.tracking_uri={uri}"])
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The flags of ``python -m ebm_jobs.train`` (the entry point of ``ray job submit`` and of the RayJob)."""
     p = argparse.ArgumentParser(prog="python -m ebm_jobs.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(p)
@@ -185,11 +187,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="continue the named run from its latest checkpoint if it exists, else start it: the same "
                         "command can be submitted again (a KubeRay retry, a re-submit) without losing work")
     p.add_argument("--resume-run", metavar="MLFLOW_RUN_ID", help="continue the job behind this MLflow run")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     try:
         cfg = config_from_args(args)
         if args.resume_run:
-            cfg = config_from_mlflow(args.resume_run, cfg)
+            cfg = config_from_mlflow(args.resume_run, cfg, overrides_from_args(args))
             result = fit(cfg, resume=True)
         else:
             cfg = cfg.override({"train.run_dir": str(run_dir_from_args(cfg, args))})
