@@ -58,7 +58,7 @@ def test_an_interrupted_sweep_restores_and_runs_only_the_unfinished_trials(tmp_p
     and leaves the finished trial's files as they were."""
     sweep_dir = tmp_path / "sweep"
     cmd = [sys.executable, "-m", "ebm_jobs.sweep", "--preset", "test", "--grid", "loss.w_ent=0,0.3,0.6",
-           "--max-concurrent", "1", "--sweep-dir", str(sweep_dir), "--iterations", "60", "--set", "train.log_every=5"]
+           "--max-concurrent", "1", "--sweep-dir", str(sweep_dir), "--iterations", "30", "--set", "train.log_every=5"]
     first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     done = sweep_dir / "loss.w_ent=0" / "tracking.json"
     deadline = time.time() + 180
@@ -79,11 +79,11 @@ def test_an_interrupted_sweep_restores_and_runs_only_the_unfinished_trials(tmp_p
     assert {p: p.read_bytes() for p in kept} == kept  # the finished trial did not run again
     rows = json.loads((sweep_dir / "summary.json").read_text())
     assert [(r["trial"], r["step"], r["diverged"]) for r in rows] == [
-        ("loss.w_ent=0", 60, 0.0), ("loss.w_ent=0.3", 60, 0.0), ("loss.w_ent=0.6", 60, 0.0)]
+        ("loss.w_ent=0", 30, 0.0), ("loss.w_ent=0.3", 30, 0.0), ("loss.w_ent=0.6", 30, 0.0)]
     assert client.get_run(parent).info.status == "FINISHED"
     children = client.search_runs([client.get_run(parent).info.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
     assert sorted(c.data.tags["trial"] for c in children) == [r["trial"] for r in rows]  # one MLflow run per trial
     for child in children:
         assert child.info.status == "FINISHED"
         steps = sorted(m.step for m in client.get_metric_history(child.info.run_id, "energy/diff"))
-        assert steps == list(range(1, 61))  # a trial stopped mid-way and resumed logs each step once
+        assert steps == list(range(1, 31))  # a trial stopped mid-way and resumed logs each step once

@@ -1,11 +1,15 @@
 """Distributed training on Ray Train, recorded in MLflow; the entry point of ``ray job submit``.
 
     python -m ebm_jobs.train --preset demo --set jobs.num_workers=2
-    ray job submit --address http://127.0.0.1:8265 --runtime-env infra/runtime_env.yaml -- python -m ebm_jobs.train --preset demo
+    ray job submit --address http://127.0.0.1:8265 --runtime-env infra/runtime_env.yaml -- \
+        python -m ebm_jobs.train --preset demo --run-name mine --resume --set jobs.storage_path=/shared/runs
+    python -m ebm_jobs.train --resume-run <MLflow run id>
 
-The driver checks the config, the run directory and the storage path, creates the MLflow run,
-then fits a ``TorchTrainer`` whose workers run ``worker.train_loop_per_worker``. With
-``jobs.max_failures`` > 0 a dead worker restarts the group from the latest checkpoint.
+The driver checks the config and the run's root on its storage (``storage.py``: new and empty, or with
+``--resume`` a run to continue; seen by every node), records ``job.json``, then fits a ``TorchTrainer``
+whose workers run ``worker.train_loop_per_worker``; rank 0 opens the MLflow run. With
+``jobs.max_failures`` > 0 a dead worker restarts the group from the latest checkpoint; the same
+command submitted again continues from it too.
 """
 
 from __future__ import annotations
