@@ -1,11 +1,17 @@
-"""Tracking helpers without Ray: URI resolution, tags, the scoped fluent URI, reachability."""
+"""Tracking helpers without Ray: URI resolution, tags, parameters, the scoped fluent URI, reachability, images."""
 
+import json
 import os
+import subprocess
 
 import mlflow
+from mlflow.tracking import MlflowClient
+from PIL import Image
 
 from ebm_core.presets import get_preset
-from ebm_jobs.tracking import fluent_tracking_uri, resolve_tracking_uri, run_tags, server_reachable
+from ebm_jobs.run import train_run
+from ebm_jobs.tracking import (command_line, config_params, fluent_tracking_uri, resolve_tracking_uri, run_tags,
+                               server_reachable, source_tags, visible)
 
 
 def test_tracking_uri_resolution(tmp_path, monkeypatch):
@@ -31,6 +37,61 @@ def test_fluent_uri_is_restored(tmp_path, monkeypatch):
 def test_tags_and_reachability():
     tags = run_tags(get_preset("test").override({"loss.use_ent": False}))
     assert tags["kl_terms"] == "opt" and tags["preset"] == "test" and tags["dataset"] == "shapes"
-    assert len(tags["git_commit"]) in (40, 7) or tags["git_commit"] == "unknown"
     assert server_reachable("sqlite:///anything.db")
     assert not server_reachable("http://127.0.0.1:9", timeout=1)
+
+
+def test_source_tags_name_the_program_commit_user_and_command():
+    cmd = command_line(["/x/site-packages/ebm_jobs/train.py", "--preset", "demo", "--set", "loss.w_ent=0.3"])
+    assert cmd == "python -m ebm_jobs.train --preset demo --set loss.w_ent=0.3"
+    assert command_line(["/venv/bin/ebm", "sweep", "--grid", "a=1,2"]) == "ebm sweep --grid a=1,2"
+    tags = source_tags(cmd)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert tags["mlflow.source.name"] == "python -m ebm_jobs.train" and tags["mlflow.source.git.commit"] == head
+    assert tags["mlflow.source.type"] == "JOB" and tags["mlflow.user"] and tags["git_dirty"] in ("true", "false")
+    assert cmd in tags["mlflow.note.content"]
+
+
+def test_params_leave_out_machine_paths_and_read_well():
+    params = config_params(get_preset("test").override({"data.root": "/home/me/data"}))
+    assert not {"train.run_dir", "jobs.tracking_uri", "train.progress", "data.root", "jobs.storage_path"} & set(params)
+    assert params["model.channel_mults"] == "1, 2" and params["model.num_classes"] == "none"
+    assert params["augment.enabled"] == "true" and params["loss.w_ent"] == "0.3"
+
+
+def test_sample_grids_are_enlarged_without_blur(tmp_path):
+    Image.new("RGB", (137, 69), (10, 200, 30)).save(tmp_path / "g.png")
+    img = visible(tmp_path / "g.png")
+    assert img.size == (137 * 6, 69 * 6) and set(img.getdata()) == {(10, 200, 30)}
+
+
+def test_a_run_in_mlflow_as_its_users_expect(tmp_path, monkeypatch):
+    """One training run (in-process, no Ray) seen through MLflow: named, described, sourced, with its dataset,
+    system metrics, metrics every log_every steps, step-indexed images and a registered model with a signature."""
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.5")
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    (tmp_path / "store").mkdir()
+    cfg = get_preset("test").override({"train.run_dir": str(tmp_path / "test-shapes-a1"), "train.iterations": 12,
+                                       "train.log_every": 4, "train.grad_norm_every": 3, "train.image_every": 6,
+                                       "jobs.tracking_uri": uri})
+    out = train_run(cfg, extra_tags=source_tags("python -m ebm_jobs.train --preset test"))
+    client = MlflowClient(uri)
+    run = client.get_run(out.run_id)
+    assert run.info.run_name == "test-shapes-a1" and run.info.status == "FINISHED"
+    assert run.data.tags["mlflow.source.name"] == "python -m ebm_jobs.train"
+    assert "--preset test" in run.data.tags["mlflow.note.content"]
+    assert client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    steps = sorted(m.step for m in client.get_metric_history(out.run_id, "energy/diff"))
+    kept = [json.loads(line)["step"] for line in (tmp_path / "test-shapes-a1" / "metrics.jsonl").open()]
+    assert steps == kept and not {2, 5, 7, 10, 11} & set(steps)  # every log_every, and where Fig. 9's norms are
+    assert any(k.startswith("system/cpu_utilization") for k in run.data.metrics)
+    (ds,) = run.inputs.dataset_inputs
+    assert ds.dataset.name == "shapes-16px" and ds.dataset.digest
+    assert {(t.key, t.value) for t in ds.tags} >= {("mlflow.data.context", "training"), ("train_size", "512")}
+    images = [a.path for a in client.list_artifacts(out.run_id, "images")]
+    assert any(p.startswith("images/negatives+step+6+") for p in images)
+    assert any(p.startswith("images/samples_ema+step+12+") for p in images)
+    with fluent_tracking_uri(uri):
+        info = mlflow.models.get_model_info("models:/ebm-test-shapes@latest")
+        assert info.run_id == out.run_id
+        assert info.signature.inputs.inputs[0].shape == (-1, 3, 16, 16)

@@ -252,6 +252,8 @@ class JobsConfig:
     storage_path: str | None = None  # runs live in <storage_path>/<run name>: shared path or URI (s3://...); None: train.run_dir
     tracking_uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///<run_dir>/mlflow.db
     experiment: str = "ebm"
+    system_metrics: bool = True  # MLflow's CPU, memory, disk, network and GPU metrics of the logging worker
+    model_name: str | None = None  # the registered MLflow model; None: ebm-<preset>-<dataset>
 
     def __post_init__(self) -> None:
         for name in ("num_workers", "cpus_per_worker"):

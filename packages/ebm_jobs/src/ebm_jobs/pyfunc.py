@@ -1,13 +1,24 @@
 """The logged MLflow model: a pyfunc whose ``predict`` returns energies E(x) of images (N, C, H, W) in [0, 1].
 
 Evaluation jobs read the model export inside it (``artifacts/model.pt``) with ``ebm_core.pipeline.load_model``.
+It carries a tensor signature and an input example, and loads in a fresh environment: the project's
+packages travel inside it as code paths, and its requirements pin what ``ebm_core`` needs to the
+versions it was trained with. Each logged model is registered (name from ``jobs.model_name``, else
+``ebm-<preset>-<dataset>``): ``models:/<name>@latest`` is its newest version (MLflow reserves that alias
+and resolves it itself), ``models:/<name>@best`` the version a sweep chose.
 """
 
 from __future__ import annotations
 
+import re
+from importlib.metadata import requires, version
+from pathlib import Path
+
 import mlflow.pyfunc
 import numpy as np
 import torch
+
+MODEL_ARTIFACT = "model"  # runs:/<id>/model holds the logged model; its artifacts hold model.pt
 
 
 class EnergyModel(mlflow.pyfunc.PythonModel):
@@ -20,3 +31,32 @@ class EnergyModel(mlflow.pyfunc.PythonModel):
         x = torch.as_tensor(np.asarray(model_input, dtype=np.float32))
         with torch.no_grad():
             return self.model(x).numpy()
+
+
+def requirements() -> list[str]:
+    """``ebm_core``'s own requirements, pinned to the versions installed here."""
+    names = {re.split(r"[<>=!~\[ ;]", r, maxsplit=1)[0] for r in requires("ebm-core") or [] if "extra ==" not in r}
+    return sorted(f"{n}=={version(n)}" for n in names)
+
+
+def code_paths() -> list[str]:
+    """The packages the model imports (``ebm_core`` to build the network, ``ebm_jobs`` for this class)."""
+    import ebm_core
+    import ebm_jobs
+
+    return [str(Path(ebm_core.__file__).parent), str(Path(ebm_jobs.__file__).parent)]
+
+
+def log_energy_model(export: Path, *, shape: tuple[int, int, int], registered_name: str):
+    """Log ``export`` as the active run's model and register it (a new version of ``registered_name``); returns
+    MLflow's ``ModelInfo``."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *shape))]),
+                               outputs=Schema([TensorSpec(np.dtype(np.float32), (-1,))]))
+    example = np.random.default_rng(0).random((2, *shape), dtype=np.float32)
+    info = mlflow.pyfunc.log_model(name=MODEL_ARTIFACT, python_model=EnergyModel(), artifacts={"model": str(export)},
+                                   code_paths=code_paths(), pip_requirements=requirements(), signature=signature,
+                                   input_example=example, registered_model_name=registered_name)
+    return info

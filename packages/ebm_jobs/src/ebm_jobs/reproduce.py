@@ -40,7 +40,7 @@ from ebm_eval.timing import kl_cost
 
 from .arguments import add_reproduce_arguments, module_main
 from .sweep import sweep
-from .tracking import describe_commit, log_reproduction, start_run
+from .tracking import describe_commit, log_reproduction, source_tags, start_run
 
 
 @dataclasses.dataclass
@@ -128,7 +128,7 @@ def reproduce(scale_name: str, *, out: Path | None = None, report: Path, overrid
     base = base.override({"train.run_dir": str(out)})
     report.parent.mkdir(parents=True, exist_ok=True)
     command = command or f"reproduce({scale_name!r}, out={str(out)!r}, report={str(report)!r})"
-    uri, run_id = start_run(base, run_name=f"reproduce-{scale_name}", extra_tags={"reproduce": scale_name})
+    uri, run_id = start_run(base, run_name=f"reproduce-{scale_name}", extra_tags={**source_tags(), "reproduce": scale_name})
     base = base.override({"jobs.tracking_uri": uri})
     log(f"reproduce {scale_name}: {len(trials)} training runs; MLflow run {run_id} at {uri}")
 

@@ -47,7 +47,7 @@ def train_run(cfg: Config, *, rank: int = 0, world_size: int = 1, storage: RunSt
         tags = {**(extra_tags or {}), **({"run_root": storage.uri} if storage is not None else {})}  # --resume-run
         uri, run_id = start_run(cfg, parent_run_id=parent_run_id, extra_tags=tags)
         writer = RunDirWriter(cfg.train.run_dir)
-        tracker = MLflowCallback(tracking_uri=uri, run_id=run_id, writer=writer, flush_every=cfg.train.log_every)
+        tracker = MLflowCallback(tracking_uri=uri, run_id=run_id, writer=writer, flush_every=10 * cfg.train.log_every)
         own = [writer, tracker] + ([Mirror(storage, writer.run_dir)] if storage is not None and storage.is_uri else [])
     trainer = Trainer(cfg, callbacks=[*own, *callbacks], grad_reduce=grad_reduce, rank=rank, world_size=world_size,
                       device=device)

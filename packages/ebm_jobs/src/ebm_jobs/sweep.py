@@ -39,7 +39,7 @@ from .arguments import add_sweep_arguments, module_main  # noqa: E402
 from .cluster import init_ray  # noqa: E402
 from .run import train_run  # noqa: E402
 from .storage import RunStorage, check_shared  # noqa: E402
-from .tracking import start_run, terminal_status  # noqa: E402
+from .tracking import source_tags, start_run, terminal_status, ui_address  # noqa: E402
 from .train import prepare, record_job  # noqa: E402
 
 
@@ -104,7 +104,7 @@ def run_trial(params: dict[str, Any]) -> None:
     if cfg.jobs.num_workers > 1:
         from .train import fit
 
-        result = fit(cfg, resume=True, parent_run_id=params["parent_run_id"], tune_report=True)
+        result = fit(cfg, resume=True, parent_run_id=params["parent_run_id"], tags=params["tags"], tune_report=True)
         tune.report({**result.metrics, "diverged": float(result.diverged), "run_id": result.run_id})
         return
     from ebm_eval.quick import quick_quality
@@ -123,7 +123,7 @@ def run_trial(params: dict[str, Any]) -> None:
             with checkpoint.as_directory() as d:
                 trainer.load_state_dict(load_checkpoint(Path(d) / TRIAL_CHECKPOINT))
 
-    outcome = train_run(cfg, storage=storage, parent_run_id=params["parent_run_id"], extra_tags={"trial": params["name"]},
+    outcome = train_run(cfg, storage=storage, parent_run_id=params["parent_run_id"], extra_tags=params["tags"],
                         callbacks=[TuneReport()], setup=restore, write_checkpoints=False,
                         device="cpu" if not cfg.jobs.use_gpu else None, extra_metrics=quick_quality)
     tune.report({"step": outcome.trainer.step_count, "diverged": float(outcome.diverged), "run_id": outcome.run_id,
@@ -174,11 +174,12 @@ def sweep(cfg: Config, trials: list[tuple[str, dict[str, Any]]], *, sweep_dir: s
     for _, over in trials:  # every trial's config is checked before anything starts
         cfg.override(over)
     parent_cfg, storage = prepare(cfg.override({"train.run_dir": str(Path(sweep_dir).expanduser().resolve())}))
+    tags = source_tags()
     uri, parent_id = start_run(parent_cfg, run_name=name or f"sweep-{cfg.preset}-{storage.name}", parent_run_id=parent_run_id,
-                               extra_tags={"sweep": "true", "trials": str(len(trials)), "run_root": storage.uri})
+                               extra_tags={**tags, "sweep": "true", "trials": str(len(trials)), "run_root": storage.uri})
     spec = {"name": storage.name, "root": storage.uri, "local_dir": parent_cfg.train.run_dir, "trials": trials,
             "base": parent_cfg.override({"jobs.tracking_uri": uri}).to_dict(), "tracking_uri": uri,
-            "parent_run_id": parent_id, "asha": asha, "max_concurrent": max_concurrent}
+            "parent_run_id": parent_id, "tags": tags, "asha": asha, "max_concurrent": max_concurrent}
     storage.write_json(SWEEP_FILE, spec)
     return _run(spec, restore=False)
 
@@ -208,7 +209,7 @@ def _run(spec: dict[str, Any], *, restore: bool) -> tuple[list[dict[str, Any]], 
     def trainable(config: dict[str, Any]) -> None:
         trial_name, overrides = trials[config["trial"]]
         run_trial({"base": spec["base"], "overrides": overrides, "name": trial_name, "sweep_root": spec["root"],
-                   "parent_run_id": spec["parent_run_id"]})
+                   "parent_run_id": spec["parent_run_id"], "tags": {**spec["tags"], "trial": trial_name}})
 
     per_trial = cfg.jobs.cpus_per_worker if cfg.jobs.num_workers == 1 else 0.01
     resources = {"cpu": per_trial}
@@ -267,6 +268,7 @@ def _run(spec: dict[str, Any], *, restore: bool) -> tuple[list[dict[str, Any]], 
     client.log_artifact(parent_id, str(local / "summary.md"))
     client.log_artifact(parent_id, str(local / "summary.json"))
     client.set_terminated(parent_id, status=terminal_status(all(not r.get("error") for r in rows)))
+    print(f"ebm sweep: MLflow UI {ui_address(spec['tracking_uri'], parent_id)}")
     return rows, parent_id
 
 

@@ -9,9 +9,12 @@ once and goes on: its files are all in the run directory.
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
+import shlex
 import subprocess
+import sys
 import time
 import urllib.request
 import warnings
@@ -30,7 +33,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 from mlflow.entities import Metric, Param, RunStatus, RunTag  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-MODEL_ARTIFACT = "model"  # runs:/<id>/model holds the logged model; its artifacts hold model.pt
+from .pyfunc import MODEL_ARTIFACT  # noqa: E402
 
 
 def resolve_tracking_uri(cfg: Config) -> str:
@@ -75,24 +78,87 @@ def describe_commit() -> str:
     return sha + (" (with uncommitted changes)" if dirty else "")
 
 
+def command_line(argv: list[str] | None = None) -> str:
+    """How this process was started, as a user would type it (``ebm sweep ...``, ``python -m ebm_jobs.train ...``)."""
+    argv = list(sys.argv if argv is None else argv)
+    prog = Path(argv[0]) if argv else Path("python")
+    if prog.name == "ebm":
+        head = ["ebm"]
+    elif prog.parent.name in ("ebm_jobs", "ebm_core", "ebm_eval"):
+        head = ["python", "-m", f"{prog.parent.name}.{prog.stem}"]
+    else:
+        head = [prog.name]
+    return shlex.join(head + argv[1:])
+
+
+def source_tags(command: str | None = None) -> dict[str, str]:
+    """MLflow's standard source tags, computed where the job starts (its workers run Ray's own script, from a copy
+    that is no git checkout): program, commit, user, a dirty-tree flag, and the command line as the description."""
+    command = command or command_line()
+    sha, dirty = git_commit()
+    program = " ".join(shlex.split(command)[:3]) if command.startswith("python -m ") else shlex.split(command)[0]
+    return {"mlflow.source.name": program, "mlflow.source.type": "JOB", "mlflow.source.git.commit": sha,
+            "mlflow.user": getpass.getuser(), "git_dirty": str(dirty).lower(),
+            "mlflow.note.content": f"Started with\n\n```\n{command}\n```\n\nat commit `{sha}`"
+                                   + (" with uncommitted changes." if dirty else ".")}
+
+
 def run_tags(cfg: Config) -> dict[str, str]:
     """Tags that make runs easy to compare in the UI."""
     kl = [n for n, on in (("opt", cfg.loss.opt_on), ("ent", cfg.loss.ent_on)) if on]
-    sha, dirty = git_commit()
     return {"preset": cfg.preset, "dataset": cfg.data.name, "kl_terms": "+".join(kl) or "none",
-            "augment": str(cfg.augment.enabled).lower(), "multiscale": str(cfg.model.multiscale).lower(),
-            "git_commit": sha, "git_dirty": str(dirty).lower()}
+            "augment": str(cfg.augment.enabled).lower(), "multiscale": str(cfg.model.multiscale).lower()}
+
+
+HIDDEN_PARAMS = ("train.run_dir", "train.progress", "jobs.tracking_uri", "jobs.storage_path", "data.root")
+"""Machine-specific paths and UI switches: not hyperparameters (the dataset's source is the run's input)."""
+
+
+def param_value(value: Any) -> str:
+    """A parameter as the UI shows it: ``none``, ``true``/``false``, lists as ``1, 2``."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return ", ".join(param_value(v) for v in value) if value else "none"
+    return str(value)
+
+
+def config_params(cfg: Config) -> dict[str, str]:
+    """The flattened config as MLflow parameters, without ``HIDDEN_PARAMS``."""
+    return {k: param_value(v)[:6000] for k, v in cfg.flat().items() if k not in HIDDEN_PARAMS}
+
+
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}  # a model-training experiment, not GenAI
 
 
 def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
     """The experiment's id, creating it; SQLite/file stores keep artifacts next to the database."""
     exp = client.get_experiment_by_name(name)
     if exp is not None:
+        for k, v in EXPERIMENT_TAGS.items():
+            if exp.tags.get(k) != v:
+                client.set_experiment_tag(exp.experiment_id, k, v)
         return exp.experiment_id
     location = None
     if uri.startswith("sqlite:///"):
         location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
-    return client.create_experiment(name, artifact_location=location)
+    return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
+
+
+def model_name(cfg: Config) -> str:
+    """The registered model's name: ``jobs.model_name``, else ``ebm-<preset>-<dataset>``."""
+    return cfg.jobs.model_name or f"ebm-{cfg.preset}-{cfg.data.name}"
+
+
+def ui_address(uri: str, run_id: str) -> str:
+    """Where to look at a run: its page on a tracking server, opened on the model-training view (MLflow 3.17's UI
+    opens experiments on its GenAI overview otherwise), or how to open a local store."""
+    if not uri.startswith("http"):
+        return f"run `mlflow ui --backend-store-uri {uri}`, then open http://127.0.0.1:5000"
+    exp = MlflowClient(uri).get_run(run_id).info.experiment_id
+    return f"{uri.rstrip('/')}/#/experiments/{exp}/runs/{run_id}?workflowType=machine_learning"
 
 
 def start_run(cfg: Config, *, run_name: str | None = None, parent_run_id: str | None = None,
@@ -124,7 +190,7 @@ def start_run(cfg: Config, *, run_name: str | None = None, parent_run_id: str | 
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
     run = client.create_run(exp_id, run_name=run_name or run_dir.name, tags=tags)
-    params = [Param(k, str(v)[:6000]) for k, v in cfg.flat().items()]
+    params = [Param(k, v) for k, v in config_params(cfg).items()]
     for i in range(0, len(params), 100):
         client.log_batch(run.info.run_id, params=params[i:i + 100])
     record_tracking(run_dir, uri, run.info.run_id, status="RUNNING", step=0)
@@ -145,15 +211,24 @@ def record_tracking(run_dir: str | Path, uri: str, run_id: str, *, status: str, 
     os.replace(tmp, path)
 
 
-class MLflowCallback(Callback):
-    """Mirror a rank-0 trainer's metrics, images, plots and checkpoints into an existing MLflow run."""
+def system_metrics_interval() -> float:
+    """Seconds between system-metric samples: MLflow's own ``$MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL``, else 10."""
+    return float(os.environ.get("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL") or 10)
 
-    def __init__(self, *, tracking_uri: str, run_id: str, writer: RunDirWriter, flush_every: int = 50) -> None:
+
+class MLflowCallback(Callback):
+    """Mirror a rank-0 trainer into an existing MLflow run: metrics every ``train.log_every`` steps (and the Fig. 9
+    gradient norms where computed) in asynchronous batches, sample grids as step-indexed images, the dataset as
+    the run's input, system metrics, plots and checkpoints."""
+
+    def __init__(self, *, tracking_uri: str, run_id: str, writer: RunDirWriter, flush_every: int = 100) -> None:
         self.uri, self.run_id, self.writer, self.flush_every = tracking_uri, run_id, writer, flush_every
         self.client = MlflowClient(tracking_uri)
         self.pending: list[Metric] = []
+        self.in_flight: list[Any] = []  # asynchronous batches (RunOperations) not yet known to have landed
         self.failed = False
         self.logged_through = 0  # steps up to this one are in MLflow already (a restarted worker group re-runs them)
+        self.monitor = None
 
     def on_fit_start(self, trainer) -> None:
         """A reopened run (restored, retried, resubmitted) may hold steps from the lost attempt past its checkpoint:
@@ -163,26 +238,61 @@ class MLflowCallback(Callback):
         except Exception:  # the failure shows, and is handled, at the first write
             history = []
         self.logged_through = max((m.step for m in history), default=0)
+        self._safe("dataset", self.log_dataset, trainer)
+        if trainer.cfg.jobs.system_metrics:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-    def _safe(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> None:
+            self.monitor = SystemMetricsMonitor(self.run_id, sampling_interval=system_metrics_interval(),
+                                                tracking_uri=self.uri, resume_logging=True)
+            self.monitor.start()  # CPU, memory, disk, network; GPUs when NVML finds any
+
+    def log_dataset(self, trainer) -> None:
+        """The training set as the run's input: name, source (path or embedded module), digest, size."""
+        import mlflow.data
+        from mlflow.data.code_dataset_source import CodeDatasetSource
+        from mlflow.entities import DatasetInput, InputTag
+
+        if self.client.get_run(self.run_id).inputs.dataset_inputs:  # a reopened run has it already
+            return
+        cfg = trainer.cfg.data
+        source = cfg.root or CodeDatasetSource({"embedded": f"ebm_core.data ({cfg.name}, generated, no download)"})
+        ds = mlflow.data.from_numpy(trainer.data.images.numpy(), source=source,
+                                    name=f"{cfg.name}-{trainer.data.images.shape[-1]}px")
+        tags = [InputTag("mlflow.data.context", "training"), InputTag("train_size", str(len(trainer.data))),
+                InputTag("channels", str(trainer.data.images.shape[1]))]
+        # Dataset._to_mlflow_entity: the client API has no public dataset-to-entity call (mlflow pinned to 3.17.2);
+        # mlflow.log_input would need a fluent run, whose context would end the run as FINISHED mid-training.
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(ds._to_mlflow_entity(), tags)])
+
+    def _safe(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Call the tracker; on the first failure say so once and stop tracking (files stay in the run dir)."""
         if self.failed:
-            return
+            return None
         try:
-            fn(*args, **kwargs)
+            return fn(*args, **kwargs)
         except Exception as e:  # the server went away, a network error, a full disk on its side...
             self.failed = True
             warnings.warn(f"MLflow tracking at {self.uri} failed while logging {what} ({type(e).__name__}: {e}); "
                           f"tracking stops here, the run goes on and keeps everything in {self.writer.run_dir}",
                           stacklevel=2)
+            return None
 
-    def flush(self) -> None:
+    def flush(self, *, wait: bool = False) -> None:
+        """Send the pending metrics in asynchronous batches; ``wait`` until every batch sent so far has landed."""
         batch, self.pending = self.pending, []
         for i in range(0, len(batch), 1000):
-            self._safe("metrics", self.client.log_batch, self.run_id, metrics=batch[i:i + 1000])
+            op = self._safe("metrics", self.client.log_batch, self.run_id, metrics=batch[i:i + 1000], synchronous=False)
+            if op is not None:
+                self.in_flight.append(op)
+        if wait:
+            ops, self.in_flight = self.in_flight, []
+            for op in ops:
+                self._safe("metrics", op.wait)
 
     def on_step_end(self, trainer, step: int, metrics: dict[str, float]) -> None:
         if step <= self.logged_through:  # each step once in MLflow's history
+            return
+        if step % trainer.cfg.train.log_every and "grad_norm/cd" not in metrics:  # the steps metrics.jsonl keeps
             return
         ts = int(time.time() * 1000)
         self.pending.extend(Metric(k, float(v), ts, step) for k, v in metrics.items())
@@ -193,15 +303,17 @@ class MLflowCallback(Callback):
         """Metrics computed outside the training loop (e.g. evaluation), logged at once."""
         ts = int(time.time() * 1000)
         self.pending.extend(Metric(k, float(v), ts, step) for k, v in metrics.items())
-        self.flush()
+        self.flush(wait=True)
 
     def on_images(self, trainer, step: int, tag: str, images) -> None:
+        """A step-indexed image (the UI's slider over steps), upscaled to be seen: 16-32 px samples stay crisp."""
         path = self.writer.paths.get(tag)
         if path is not None:
-            self._safe(f"image {path.name}", self.client.log_artifact, self.run_id, str(path), "samples")
+            self._safe(f"image {tag}", self.client.log_image, self.run_id, visible(path), key=tag, step=step,
+                       synchronous=False)
 
     def on_checkpoint(self, trainer, step: int, path: Path) -> None:
-        self.flush()
+        self.flush(wait=True)
         export = export_model(trainer.model_state(), Path(trainer.run_dir) / "exports" / f"ema_step_{step:07d}.pt")
         self._safe("EMA checkpoint", self.client.log_artifact, self.run_id, str(export), "checkpoints")
 
@@ -212,9 +324,11 @@ class MLflowCallback(Callback):
                 self._safe(f"plot {key}", self.client.log_artifact, self.run_id, str(self.writer.paths[key]), "plots")
 
     def log_model(self, trainer) -> None:
-        """The logged model for evaluation jobs: ``runs:/<id>/model`` (pyfunc returning energies)."""
+        """The logged model for evaluation jobs: ``runs:/<id>/model`` (pyfunc returning energies), registered as
+        ``models:/<jobs.model_name>@latest``."""
         export = export_model(trainer.model_state(), Path(trainer.run_dir) / "exports" / "model.pt")
-        self._safe("model", _log_pyfunc, self.uri, self.run_id, export)
+        self._safe("model", _log_pyfunc, self.uri, self.run_id, export, shape=tuple(trainer.shape),
+                   registered_name=model_name(trainer.cfg))
 
     def log_final_images(self) -> None:
         for tag in ("samples_ema", "chain"):
@@ -231,7 +345,9 @@ class MLflowCallback(Callback):
         self.end(terminal_status(True))
 
     def end(self, status: str = "FINISHED", *, error: str | None = None) -> None:
-        self.flush()
+        if self.monitor is not None:
+            self.monitor.finish()
+        self.flush(wait=True)
         if error:
             self._safe("error tag", self.client.log_batch, self.run_id, tags=[RunTag("error", error[:5000])])
         self._safe("status", self.client.set_terminated, self.run_id, status=status)
@@ -252,16 +368,25 @@ def fluent_tracking_uri(uri: str) -> Iterator[None]:
             os.environ["MLFLOW_TRACKING_URI"] = saved
 
 
-def _log_pyfunc(uri: str, run_id: str, export: Path) -> None:
+def _log_pyfunc(uri: str, run_id: str, export: Path, *, shape: tuple[int, int, int], registered_name: str) -> None:
     import mlflow
-    import mlflow.pyfunc
 
-    from .pyfunc import EnergyModel
+    from .pyfunc import log_energy_model
 
     with fluent_tracking_uri(uri), mlflow.start_run(run_id=run_id):
-        mlflow.pyfunc.log_model(name=MODEL_ARTIFACT, python_model=EnergyModel(), artifacts={"model": str(export)},
-                                pip_requirements=["ebm-core", "torch==2.14.1"])
-        mlflow.set_tag("logged_model_uri", f"runs:/{run_id}/{MODEL_ARTIFACT}")
+        info = log_energy_model(export, shape=shape, registered_name=registered_name)
+        mlflow.set_tags({"logged_model_uri": f"runs:/{run_id}/{MODEL_ARTIFACT}",
+                         "registered_model": f"models:/{registered_name}/{info.registered_model_version}"})
+
+
+def visible(path: Path, *, width: int = 768):
+    """A saved grid as a PIL image at least ``width`` pixels wide, enlarged by an integer nearest-neighbour factor
+    (pixels stay square and sharp; a 16 px sample grid of 8 columns is 137 px wide)."""
+    from PIL import Image
+
+    img = Image.open(path).convert("RGB")
+    k = max(1, -(-width // img.width))
+    return img.resize((img.width * k, img.height * k), Image.NEAREST) if k > 1 else img
 
 
 def terminal_status(ok: bool) -> str:

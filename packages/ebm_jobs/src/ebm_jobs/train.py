@@ -31,6 +31,7 @@ from ebm_core.runs import add_config_args, check_new_run, config_from_args, over
 
 from .cluster import init_ray  # noqa: E402
 from .storage import JOB_FILE, TRACKING_FILE, RunStorage, check_shared, check_writable, storage_for  # noqa: E402
+from .tracking import source_tags, ui_address  # noqa: E402
 
 
 @dataclass
@@ -85,11 +86,12 @@ def with_tracking_uri(cfg: Config) -> Config:
     return cfg.override({"jobs.tracking_uri": uri}) if uri else cfg
 
 
-def fit(cfg: Config, *, resume: bool = False, parent_run_id: str | None = None,
+def fit(cfg: Config, *, resume: bool = False, parent_run_id: str | None = None, tags: dict[str, str] | None = None,
         extra_callbacks: Callable[[int], list] | None = None, tune_report: bool = False) -> TrainResult:
     """Train ``cfg`` on Ray Train under its run root (``storage.py``); returns where everything went and the last
     reported metrics. With ``resume`` a root that holds this run continues from its latest checkpoint (Ray restores
-    every worker's state, rank 0 reopens the MLflow run); a finished run is not trained again."""
+    every worker's state, rank 0 reopens the MLflow run); a finished run is not trained again. ``tags`` go on the
+    MLflow run (default: the source tags of this process's command line)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -112,7 +114,8 @@ def fit(cfg: Config, *, resume: bool = False, parent_run_id: str | None = None,
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": cfg.to_dict(), "storage": {"root": storage.root, "name": storage.name},
-                           "parent_run_id": parent_run_id, "extra_callbacks": extra_callbacks},
+                           "parent_run_id": parent_run_id, "tags": tags or source_tags(),
+                           "extra_callbacks": extra_callbacks},
         scaling_config=ScalingConfig(num_workers=j.num_workers, use_gpu=j.use_gpu, placement_strategy=j.placement,
                                      resources_per_worker={"CPU": j.cpus_per_worker, **({"GPU": 1} if j.use_gpu else {})}),
         run_config=RunConfig(name=storage.name, storage_path=storage.root,  # the same root: Ray restores a resubmitted job
@@ -125,16 +128,6 @@ def fit(cfg: Config, *, resume: bool = False, parent_run_id: str | None = None,
     return TrainResult(run_dir=storage.uri, tracking_uri=tracking.get("tracking_uri"), run_id=tracking.get("run_id"),
                        metrics=metrics, checkpoint_path=result.checkpoint.path if result.checkpoint else None,
                        diverged=bool(metrics.get("diverged")))
-
-
-def ui_address(uri: str, run_id: str) -> str:
-    """Where to look at a run: its page on a tracking server, or how to open a local store."""
-    if not uri.startswith("http"):
-        return f"run `mlflow ui --backend-store-uri {uri}`, then open http://127.0.0.1:5000"
-    from mlflow.tracking import MlflowClient
-
-    exp = MlflowClient(uri).get_run(run_id).info.experiment_id
-    return f"{uri.rstrip('/')}/#/experiments/{exp}/runs/{run_id}"
 
 
 def run_dir_from_args(cfg: Config, args: argparse.Namespace) -> Path:

@@ -70,8 +70,8 @@ def restore(trainer: Trainer, checkpoint_dir: Path, rank: int) -> None:
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """Runs in every Ray Train worker. ``loop_config``: config dict, the run's storage, the MLflow parent run,
-    extra callbacks."""
+    """Runs in every Ray Train worker. ``loop_config``: config dict, the run's storage, the MLflow parent run and
+    tags, extra callbacks."""
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     storage = RunStorage(**loop_config["storage"])
@@ -91,6 +91,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             restore(trainer, Path(d), rank)
 
     outcome = train_run(cfg, rank=rank, world_size=world, storage=storage, parent_run_id=loop_config.get("parent_run_id"),
+                        extra_tags=loop_config.get("tags"),
                         grad_reduce=all_reduce_mean, device=ray.train.torch.get_device(),  # (1)
                         callbacks=[*(factory(rank) if factory else []), RayReport(rank)],  # (3) last: it has seen the rest
                         setup=start,
