@@ -47,6 +47,11 @@ def test_eval_job_logs_back_to_the_model_run(stored_model, tmp_path):
     # a run id alone resolves to the same model
     again = evaluate(run_id, ["ood"], out=tmp_path / "eval2", num_samples=32, tracking_uri=uri).metrics
     assert again["eval/ood_auroc/average"] == pytest.approx(results["eval/ood_auroc/average"])
+    # ...and so does the registered model's alias; the results are linked to the logged model
+    evaluate("models:/ebm-test-shapes@latest", ["ood"], out=tmp_path / "eval3", num_samples=32, tracking_uri=uri)
+    model_id = run.outputs.model_outputs[0].model_id
+    linked = {m.key for m in MlflowClient(uri).get_logged_model(model_id).metrics}
+    assert {"eval/fid_domain", "eval/ood_auroc/average"} <= linked
 
 
 def test_bad_models_fail_before_sampling(stored_model, tmp_path, capsys):

@@ -10,14 +10,25 @@ from mlflow.tracking import MlflowClient
 
 from ebm_core.presets import get_preset
 from ebm_core.recipes import TABLE2
-from ebm_jobs.sweep import grid_trials, sweep
+from ebm_jobs.search import parse_grid, parse_space, trial_name, trial_overrides, tune_space
+from ebm_jobs.sweep import sweep
 
 
 
-def test_grid_parsing():
-    trials = grid_trials(["loss.w_ent=0,0.3", "sampler.steps=2,3"])
-    assert [t[1] for t in trials] == [{"loss.w_ent": 0, "sampler.steps": 2}, {"loss.w_ent": 0, "sampler.steps": 3},
-                                      {"loss.w_ent": 0.3, "sampler.steps": 2}, {"loss.w_ent": 0.3, "sampler.steps": 3}]
+def test_search_space_in_tunes_terms():
+    from ray import tune
+
+    grid = parse_grid(["loss.w_ent=0,0.3", "optim.lr=1e-4,2e-4"])
+    assert grid == {"loss.w_ent": [0, 0.3], "optim.lr": [1e-4, 2e-4]}
+    space = tune_space(["baseline", "full"], grid, parse_space(["sampler.steps=choice(5,10)"]), "random")
+    assert space["variant"] == tune.grid_search(["baseline", "full"]) and space["loss.w_ent"] == tune.grid_search([0, 0.3])
+    assert tune_space([], grid, {}, "optuna")["loss.w_ent"].categories == [0, 0.3]  # Optuna samples every axis
+    lr = tune_space([], {}, parse_space(["optim.lr=loguniform(1e-5,1e-3)"]), "optuna")["optim.lr"]
+    assert (lr.lower, lr.upper) == (1e-5, 1e-3)
+    config = {"variant": "baseline", "loss.w_ent": 0.3, "optim.lr": 0.000123456}
+    assert trial_name(config) == "baseline,loss.w_ent=0.3,optim.lr=0.0001235"
+    assert trial_overrides(config, {"baseline": {"loss.use_opt": False}}) == {
+        "loss.use_opt": False, "loss.w_ent": 0.3, "optim.lr": 0.000123456}
     assert len(TABLE2) == 5 and TABLE2.full.overrides == {"loss.use_opt": True, "loss.use_ent": True,
                                                          "augment.enabled": True, "model.multiscale": True}
 
@@ -36,14 +47,14 @@ def test_sweep_makes_nested_runs_with_metrics_and_plots(ray_local, tmp_path):
         plots = {a.path for a in client.list_artifacts(child.info.run_id, "plots")}
         assert plots == {"plots/energy_diff.png", "plots/grad_norm.png"}
     base = next(c for c in children if c.data.tags["trial"] == "baseline")
-    assert base.data.tags["kl_terms"] == "none" and base.data.params["augment.enabled"] == "False"
+    assert base.data.tags["kl_terms"] == "none" and base.data.params["augment.enabled"] == "false"
     assert {a.path for a in client.list_artifacts(parent)} >= {"summary.md", "summary.json"}
     assert "| baseline |" in (tmp_path / "sweep" / "summary.md").read_text()
 
 
 def test_asha_sweep_completes_and_leaves_no_run_open(ray_local, tmp_path):
-    trials = grid_trials(["loss.w_ent=0,0.3,0.6"])
-    rows, parent = sweep(get_preset("test").override({"train.iterations": 8}), trials, sweep_dir=tmp_path / "sweep",
+    rows, parent = sweep(get_preset("test").override({"train.iterations": 8}), sweep_dir=tmp_path / "sweep",
+                         grid=parse_grid(["loss.w_ent=0,0.3,0.6"]),
                          asha=True)
     assert len(rows) == 3 and all(r["step"] <= 8 for r in rows)
     assert all("loss/cd" not in r for r in rows)  # the summary keeps its own columns only
@@ -88,3 +99,19 @@ def test_an_interrupted_sweep_restores_and_runs_only_the_unfinished_trials(tmp_p
         steps = sorted(m.step for m in client.get_metric_history(child.info.run_id, "energy/diff"))
         kept = [json.loads(line)["step"] for line in (sweep_dir / child.data.tags["trial"] / "metrics.jsonl").open()]
         assert steps == kept and kept[-1] == 30  # a trial stopped mid-way and resumed logs each step once
+
+
+def test_optuna_search_shows_the_hyperparameters_and_marks_the_best_model(ray_local, tmp_path):
+    from ray import tune
+
+    rows, parent = sweep(get_preset("test").override({"train.iterations": 4}), sweep_dir=tmp_path / "sweep",
+                         search="optuna", num_samples=4,
+                         space=parse_space(["optim.lr=loguniform(1e-5,1e-3)", "sampler.steps=choice(3,5)"]))
+    assert len(rows) == 4 and len({r["trial"] for r in rows}) == 4
+    table = tune.ExperimentAnalysis(str(tmp_path / "sweep")).dataframe()  # what Tune's results table shows
+    assert {"config/optim.lr", "config/sampler.steps"} <= set(table.columns)
+    assert table["config/optim.lr"].between(1e-5, 1e-3).all()
+    client = MlflowClient(f"sqlite:///{tmp_path / 'sweep' / 'mlflow.db'}")
+    assert {"summary.md", "summary_table.json", "parallel_coordinates.png"} <= {a.path for a in client.list_artifacts(parent)}
+    best = min((r for r in rows if r.get("run_id")), key=lambda r: r["eval/fid_domain"])
+    assert client.get_model_version_by_alias("ebm-test-shapes", "best").run_id == best["run_id"]

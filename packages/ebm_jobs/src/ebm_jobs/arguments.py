@@ -27,15 +27,26 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ablation", action="store_true", help="the five rows of the paper's Table 2")
     p.add_argument("--grid", action="append", default=[], metavar="SECTION.FIELD=V1,V2",
                    help="a grid axis (repeatable; the trials are the cartesian product)")
-    p.add_argument("--asha", action="store_true", help="stop weak trials early with ASHA (on loss/cd)")
-    p.add_argument("--max-concurrent", type=int, help="trials at once (default: what the CPUs allow)")
+    p.add_argument("--space", action="append", default=[], metavar="SECTION.FIELD=SAMPLER(ARGS)",
+                   help="a sampled axis for --search random|optuna: uniform(a,b), loguniform(a,b), randint(a,b), "
+                        "quniform(a,b,q), choice(v1,v2,...) (repeatable)")
+    p.add_argument("--search", default="grid", choices=["grid", "random", "optuna"],
+                   help="grid (every combination), random (Tune's sampler) or optuna (Tune's Optuna integration)")
+    p.add_argument("--num-samples", type=int, default=1, help="random: repeats of the grid; optuna: trials")
+    p.add_argument("--asha", action="store_true", help="stop weak trials early with ASHA")
+    p.add_argument("--asha-metric", default="stability", choices=["stability", "fid_domain"],
+                   help="what ASHA and Optuna minimise: stability = mean |energy/diff| over the last 5 reports; "
+                        "fid_domain = FID-domain of 256 samples at each report (slower)")
+    p.add_argument("--max-concurrent", type=int,
+                   help="trials at once (default: as many as their resource requests fit on the cluster)")
     p.add_argument("--sweep-dir", help="a new or empty directory for the sweep (default: runs/sweeps/<date-time>; "
                                        "with jobs.storage_path, its last part names the sweep there)")
     p.add_argument("--resume", metavar="SWEEP_ROOT", help="finish an interrupted sweep: its directory or URI")
 
 
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="checkpoint path, MLflow run id, runs:/<id>/model or models:/<name>/<ver>")
+    p.add_argument("--model", required=True, help="checkpoint path, MLflow run id, runs:/<id>/model, models:/<name>/<ver> "
+                                                  "or models:/<name>@<alias> (latest, best)")
     p.add_argument("--metrics", default="fid,is,ood", help="comma-separated, from fid,is,ood,comp")
     p.add_argument("--out", help="output directory (default: runs/eval/<date-time>)")
     p.add_argument("--num-samples", type=int, default=50_000,

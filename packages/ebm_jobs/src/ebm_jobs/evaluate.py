@@ -37,6 +37,7 @@ class ResolvedModel:
     path: Path
     run_id: str | None  # the MLflow run to log results back to
     tracking_uri: str | None
+    model_id: str | None = None  # the logged model the results are linked to (MLflow 3's model page shows them)
 
 
 @contextmanager
@@ -51,7 +52,7 @@ def resolve_model(model: str, *, tracking_uri: str | None = None) -> Iterator[Re
         model = f"runs:/{model}/model"
     if not model.startswith(("runs:/", "models:/")):
         raise ConfigError(f"--model {model!r}: expected an existing checkpoint path, an MLflow run id (32 hex digits), "
-                          "or an MLflow model URI (runs:/<run id>/model, models:/<name>/<version>)")
+                          "or an MLflow model URI (runs:/<run id>/model, models:/<name>/<version>, models:/<name>@<alias>)")
     import mlflow
 
     from .tracking import fluent_tracking_uri, server_reachable
@@ -66,14 +67,14 @@ def resolve_model(model: str, *, tracking_uri: str | None = None) -> Iterator[Re
         try:  # MLflow 3 resolves runs:/<id>/model to the logged model only through the fluent API
             with fluent_tracking_uri(uri):
                 local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model, dst_path=tmp))
-                run_id = mlflow.models.get_model_info(model).run_id
+                info = mlflow.models.get_model_info(model)
         except Exception as e:
             raise ConfigError(f"--model {model}: could not be fetched from MLflow at {uri} ({e})") from e
         found = sorted(local.rglob("model.pt"))
         if not found:
             raise CheckpointError(f"--model {model}: the MLflow model holds no ebm_core model export "
                                   "(artifacts/model.pt); was it logged by ebm_jobs?")
-        yield ResolvedModel(found[0], run_id, uri)
+        yield ResolvedModel(found[0], info.run_id, uri, info.model_id)
 
 
 def evaluate(model_arg: str, metrics: list[str], *, out: Path | None, tracking_uri: str | None = None,
@@ -98,7 +99,8 @@ def log_back(resolved: ResolvedModel, result: Evaluation) -> None:
 
     client = MlflowClient(resolved.tracking_uri)
     ts = int(time.time() * 1000)
-    client.log_batch(resolved.run_id, metrics=[Metric(k, float(v), ts, 0) for k, v in result.metrics.items()])
+    client.log_batch(resolved.run_id, metrics=[Metric(k, float(v), ts, 0, model_id=resolved.model_id)
+                                               for k, v in result.metrics.items()])
     for f in result.files:
         client.log_artifact(resolved.run_id, str(f), "eval")
 

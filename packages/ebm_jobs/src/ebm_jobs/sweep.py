@@ -2,6 +2,7 @@
 
     ebm sweep --preset demo --ablation                      # the five rows of Table 2
     ebm sweep --preset test --grid loss.w_ent=0,0.3 --grid sampler.steps=5,10 --asha
+    ebm sweep --preset test --search optuna --num-samples 4 --space optim.lr=loguniform(1e-5,1e-3)
     python -m ebm_jobs.sweep --preset demo --ablation      # the same, for `ray job submit`
     ebm sweep --resume runs/sweeps/<name>                   # finish an interrupted sweep (Tuner.restore)
 
@@ -13,7 +14,6 @@ overrides, final ``energy/diff``, stability, quality) is printed and logged to t
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import shutil
@@ -38,37 +38,42 @@ from ebm_core.trainer import Trainer  # noqa: E402
 from .arguments import add_sweep_arguments, module_main  # noqa: E402
 from .cluster import init_ray  # noqa: E402
 from .run import train_run  # noqa: E402
+from .search import parse_grid, parse_space, trial_count, trial_name, trial_overrides, tune_space  # noqa: E402
 from .storage import RunStorage, check_shared  # noqa: E402
+from .sweep_summary import log_summary, summary_table  # noqa: E402
 from .tracking import source_tags, start_run, terminal_status, ui_address  # noqa: E402
 from .train import prepare, record_job  # noqa: E402
-
-
-def grid_trials(grid: list[str]) -> list[tuple[str, dict[str, Any]]]:
-    """``["loss.w_ent=0,0.3", "sampler.steps=5,10"]`` -> the cartesian product as named override sets."""
-    import yaml
-
-    axes = []
-    for spec in grid:
-        if "=" not in spec:
-            raise ConfigError(f"--grid {spec!r}: expected section.field=v1,v2,...")
-        key, values = spec.split("=", 1)
-        axes.append([(key, yaml.safe_load(v)) for v in values.split(",")])
-    trials = []
-    for combo in itertools.product(*axes):
-        trials.append((",".join(f"{k}={v}" for k, v in combo), dict(combo)))
-    return trials
 
 
 TRIAL_CHECKPOINT = "trainer.pt"
 
 
+STABILITY = "energy/diff_abs_avg"  # mean |energy/diff| over the last WINDOW reports: near 0 while training is stable
+WINDOW = 5
+METRICS = {"stability": STABILITY, "fid_domain": "eval/fid_domain"}  # --asha-metric: what ASHA and Optuna minimise
+
+
 class TuneReport(Callback):
     """Report the trainer's metrics to Tune every ``log_every`` iterations (ASHA decides on them), with a trial
-    checkpoint every ``checkpoint_every`` (a retried or restored trial continues from it).
+    checkpoint every ``checkpoint_every`` (a retried or restored trial continues from it). Each report carries
+    ``energy/diff_abs_avg``; with ``fid_domain`` also the FID-domain of 256 EMA samples (seconds per report).
 
     The last iteration is left to the trial's final report, which carries the summary fields: a
     scheduler stops a trial once it reports ``step == max_t``.
     """
+
+    def __init__(self, metric: str = "stability") -> None:
+        self.metric = metric
+        self.recent: list[float] = []
+
+    def figures(self, trainer: Trainer, metrics: dict[str, float]) -> dict[str, float]:
+        self.recent = (self.recent + [abs(metrics["energy/diff"])])[-WINDOW:]
+        out = {"step": trainer.step_count, **metrics, STABILITY: sum(self.recent) / len(self.recent)}
+        if self.metric == "fid_domain":
+            from ebm_eval.quick import quick_quality
+
+            out.update(quick_quality(trainer))
+        return out
 
     def on_step_end(self, trainer: Trainer, step: int, metrics: dict[str, float]) -> None:
         from ray import tune
@@ -80,10 +85,10 @@ class TuneReport(Callback):
             if step < cfg.iterations:
                 with tempfile.TemporaryDirectory() as tmp:
                     save_checkpoint(state, Path(tmp) / TRIAL_CHECKPOINT)
-                    tune.report({"step": step, **metrics}, checkpoint=tune.Checkpoint.from_directory(tmp))
+                    tune.report(self.figures(trainer, metrics), checkpoint=tune.Checkpoint.from_directory(tmp))
                 return
         if step % cfg.log_every == 0 and step < cfg.iterations:
-            tune.report({"step": step, **metrics})
+            tune.report(self.figures(trainer, metrics))
 
 
 def trial_config(params: dict[str, Any]) -> Config:
@@ -124,60 +129,61 @@ def run_trial(params: dict[str, Any]) -> None:
                 trainer.load_state_dict(load_checkpoint(Path(d) / TRIAL_CHECKPOINT))
 
     outcome = train_run(cfg, storage=storage, parent_run_id=params["parent_run_id"], extra_tags=params["tags"],
-                        callbacks=[TuneReport()], setup=restore, write_checkpoints=False,
+                        callbacks=[TuneReport(params["metric"])], setup=restore, write_checkpoints=False,
                         device="cpu" if not cfg.jobs.use_gpu else None, extra_metrics=quick_quality)
     tune.report({"step": outcome.trainer.step_count, "diverged": float(outcome.diverged), "run_id": outcome.run_id,
                  **_tail(outcome.trainer), **outcome.extra})
 
 
 def _tail(trainer: Trainer) -> dict[str, float]:
-    """The last iteration's metrics, plus the largest |energy/diff| over the last quarter of training."""
+    """The last iteration's metrics, the stability figure over the last WINDOW logged steps, and the largest
+    |energy/diff| over the last quarter of training."""
     if not trainer.history:
         return {}
     diffs = [h["energy/diff"] for h in trainer.history]
+    logged = [abs(h["energy/diff"]) for h in trainer.history if h["step"] % trainer.cfg.train.log_every == 0][-WINDOW:]
     last = {k: v for k, v in trainer.history[-1].items() if k != "step"}
-    return {**last, "energy/diff_max_abs_last_quarter": max(abs(v) for v in diffs[-max(1, len(diffs) // 4):])}
-
-
-def status(row: dict[str, Any]) -> str:
-    """'yes' (finished stable), 'no (diverged at N)', or 'stopped at N' (early stopping, errors)."""
-    if row.get("diverged"):
-        return f"no (diverged at {row.get('step', '?')})"
-    if "run_id" in row:  # only the trial's final report carries it
-        return "yes"
-    return f"stopped at {row.get('step', '?')}" + (f" ({row['error']})" if row.get("error") else "")
-
-
-def summary_table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| trial | overrides | final energy/diff | max abs diff (last 1/4) | stable | quality |",
-             "| --- | --- | --- | --- | --- | --- |"]
-    for r in rows:
-        q = ", ".join(f"{k}={v:.3f}" for k, v in r.items() if k.startswith("eval/")) or "n/a"
-        diff, tail = r.get("energy/diff"), r.get("energy/diff_max_abs_last_quarter")
-        lines.append(f"| {r['trial']} | {r['overrides']} | {'n/a' if diff is None else f'{diff:.4f}'} | "
-                     f"{'n/a' if tail is None else f'{tail:.4f}'} | {status(r)} | {q} |")
-    return "\n".join(lines)
+    return {**last, STABILITY: sum(logged) / len(logged) if logged else abs(diffs[-1]),
+            "energy/diff_max_abs_last_quarter": max(abs(v) for v in diffs[-max(1, len(diffs) // 4):])}
 
 
 SWEEP_FILE = "sweep.json"
 
 
-def sweep(cfg: Config, trials: list[tuple[str, dict[str, Any]]], *, sweep_dir: str | Path, asha: bool = False,
+def sweep(cfg: Config, trials: list[tuple[str, dict[str, Any]]] = (), *, sweep_dir: str | Path,
+          grid: dict[str, list[Any]] | None = None, space: dict[str, tuple[str, list[Any]]] | None = None,
+          search: str = "grid", num_samples: int = 1, asha: bool = False, metric: str = "stability",
           max_concurrent: int | None = None, name: str | None = None,
           parent_run_id: str | None = None) -> tuple[list[dict[str, Any]], str]:
-    """Run ``trials`` (name, overrides) under one parent MLflow run; returns the summary rows and the parent run id.
+    """Run a sweep under one parent MLflow run; returns the summary rows and the parent run id.
 
-    The sweep's root is ``sweep_dir`` (or ``<jobs.storage_path>/<its name>``); it holds Tune's experiment state,
+    ``trials`` are named variants (Table 2's rows: name, overrides); ``grid`` and ``space`` are axes over dotted
+    config keys (``search.py``), crossed with the variants; ``search`` is ``grid``/``random`` (Tune's variant
+    generator, ``num_samples`` repeats) or ``optuna``. ASHA and Optuna minimise ``metric`` (``METRICS``). The
+    sweep's root is ``sweep_dir`` (or ``<jobs.storage_path>/<its name>``); it holds Tune's experiment state,
     ``sweep.json`` (what ``resume_sweep`` needs) and every trial's run root. ``name`` names the parent MLflow run;
     ``parent_run_id`` nests it in turn (e.g. under a ``reproduce`` run).
     """
-    for _, over in trials:  # every trial's config is checked before anything starts
+    grid, space, variants = grid or {}, space or {}, dict(trials)
+    if search not in ("grid", "random", "optuna") or metric not in METRICS:
+        raise ConfigError(f"ebm sweep: --search is grid, random or optuna and --asha-metric one of {sorted(METRICS)}")
+    if space and search == "grid":
+        raise ConfigError("ebm sweep: --space samples values: use it with --search random or --search optuna")
+    for over in list(variants.values()) or [{}]:  # every axis value is checked against the config before anything
         cfg.override(over)
+        for key, values in grid.items():
+            for v in values:
+                cfg.override({**over, key: v})
+        for key, (_, args) in space.items():
+            cfg.override({**over, key: args[0]})
     parent_cfg, storage = prepare(cfg.override({"train.run_dir": str(Path(sweep_dir).expanduser().resolve())}))
     tags = source_tags()
+    total = trial_count(list(variants), grid, search, num_samples)
     uri, parent_id = start_run(parent_cfg, run_name=name or f"sweep-{cfg.preset}-{storage.name}", parent_run_id=parent_run_id,
-                               extra_tags={**tags, "sweep": "true", "trials": str(len(trials)), "run_root": storage.uri})
-    spec = {"name": storage.name, "root": storage.uri, "local_dir": parent_cfg.train.run_dir, "trials": trials,
+                               extra_tags={**tags, "sweep": "true", "trials": str(total), "run_root": storage.uri})
+    spec = {"name": storage.name, "root": storage.uri, "local_dir": parent_cfg.train.run_dir,
+            "variants": [[k, v] for k, v in variants.items()], "grid": grid, "space": space, "search": search,
+            "num_samples": num_samples, "trials": total, "metric": metric,
             "base": parent_cfg.override({"jobs.tracking_uri": uri}).to_dict(), "tracking_uri": uri,
             "parent_run_id": parent_id, "tags": tags, "asha": asha, "max_concurrent": max_concurrent}
     storage.write_json(SWEEP_FILE, spec)
@@ -201,37 +207,50 @@ def _run(spec: dict[str, Any], *, restore: bool) -> tuple[list[dict[str, Any]], 
     from ray import tune
 
     cfg = Config.from_dict(spec["base"])
-    trials = [(name, over) for name, over in spec["trials"]]
+    variants = {k: v for k, v in spec["variants"]}
     storage = RunStorage.at(spec["root"])
     init_ray()  # $RAY_ADDRESS (set by `ray job submit`) or a private local Ray
     check_shared(storage)
 
     def trainable(config: dict[str, Any]) -> None:
-        trial_name, overrides = trials[config["trial"]]
-        run_trial({"base": spec["base"], "overrides": overrides, "name": trial_name, "sweep_root": spec["root"],
-                   "parent_run_id": spec["parent_run_id"], "tags": {**spec["tags"], "trial": trial_name}})
+        name = trial_name(config)
+        run_trial({"base": spec["base"], "overrides": trial_overrides(config, variants), "name": name,
+                   "sweep_root": spec["root"], "parent_run_id": spec["parent_run_id"], "metric": spec["metric"],
+                   "tags": {**spec["tags"], "trial": name}})
 
-    per_trial = cfg.jobs.cpus_per_worker if cfg.jobs.num_workers == 1 else 0.01
-    resources = {"cpu": per_trial}
-    if cfg.jobs.use_gpu and cfg.jobs.num_workers == 1:  # the trial itself trains: it needs the GPU
-        resources["gpu"] = 1
+    j = cfg.jobs
+    if j.num_workers == 1:  # the trial trains itself: Tune runs as many as their requests fit, as the cluster grows
+        resources: dict[str, float] = {"cpu": j.cpus_per_worker, **({"gpu": 1} if j.use_gpu else {})}
+        concurrency = spec["max_concurrent"]
+    else:  # the trial starts a TorchTrainer that asks for its workers itself: cap the trials to what fits now
+        resources = {"cpu": 0.01}
+        have = ray.cluster_resources()
+        fits = [have.get("CPU", 0) // (j.num_workers * j.cpus_per_worker)]
+        fits += [have.get("GPU", 0) // j.num_workers] if j.use_gpu else []
+        concurrency = spec["max_concurrent"] or max(1, int(min(fits)))
     fn = tune.with_resources(trainable, resources)
+    target = METRICS[spec["metric"]]
     if restore:
         tuner = tune.Tuner.restore(storage.uri, trainable=fn, resume_unfinished=True, resume_errored=True)
     else:
-        cpus = ray.cluster_resources().get("CPU", 1)
-        concurrency = spec["max_concurrent"] or (max(1, int(cpus // max(per_trial, 1))) if cfg.jobs.num_workers == 1 else 1)
-        scheduler = None
+        scheduler = search_alg = None
         if spec["asha"]:
             from ray.tune.schedulers import ASHAScheduler
 
             scheduler = ASHAScheduler(time_attr="step", max_t=cfg.train.iterations,
                                       grace_period=max(1, cfg.train.iterations // 4))
+        if spec["search"] == "optuna":
+            from ray.tune.search.optuna import OptunaSearch
+
+            search_alg = OptunaSearch(seed=cfg.train.seed)
+        ranked = spec["asha"] or spec["search"] == "optuna"
         tuner = tune.Tuner(
             fn,
-            param_space={"trial": tune.grid_search(list(range(len(trials))))},
-            tune_config=tune.TuneConfig(max_concurrent_trials=concurrency, scheduler=scheduler,
-                                        metric="loss/cd" if spec["asha"] else None, mode="min" if spec["asha"] else None),
+            param_space=tune_space(list(variants), spec["grid"], {k: tuple(v) for k, v in spec["space"].items()},
+                                   spec["search"]),
+            tune_config=tune.TuneConfig(num_samples=spec["num_samples"], max_concurrent_trials=concurrency,
+                                        scheduler=scheduler, search_alg=search_alg,
+                                        metric=target if ranked else None, mode="min" if ranked else None),
             run_config=tune.RunConfig(name=storage.name, storage_path=storage.root,
                                       failure_config=tune.FailureConfig(max_failures=cfg.jobs.max_failures),
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
@@ -241,33 +260,31 @@ def _run(spec: dict[str, Any], *, restore: bool) -> tuple[list[dict[str, Any]], 
     parent_id = spec["parent_run_id"]
     # Interrupted (Ctrl-C)? The state Tune saved says so; in memory it marks the stopped trials TERMINATED.
     saved = tune.ExperimentAnalysis(storage.uri).trials
-    unfinished = len(trials) - sum(t.status in ("TERMINATED", "ERROR") for t in saved)
-    if unfinished:
+    unfinished = spec["trials"] - sum(t.status in ("TERMINATED", "ERROR") for t in saved)
+    if unfinished > 0:
         client.set_tag(parent_id, "interrupted", f"resume with: ebm sweep --resume {storage.uri}")
         client.set_terminated(parent_id, status="KILLED")
-        raise SweepInterrupted(f"the sweep was interrupted with {unfinished} of {len(trials)} trials unfinished; "
+        raise SweepInterrupted(f"the sweep was interrupted with {unfinished} of {spec['trials']} trials unfinished; "
                                f"finish it with: ebm sweep --resume {storage.uri}")
     rows = []
-    for res in grid:
-        idx = res.config["trial"]
+    for res in sorted(grid, key=lambda r: Path(r.path).name.split("_")[2]):  # <fn>_<exp>_<index>_...: creation order
         m = dict(res.metrics or {})
-        rows.append({"trial": trials[idx][0], "overrides": json.dumps(trials[idx][1]), **{k: v for k, v in m.items()
-                     if k in ("energy/diff", "energy/diff_max_abs_last_quarter", "diverged", "run_id", "step") or k.startswith("eval/")}})
+        rows.append({"trial": trial_name(res.config), "overrides": json.dumps(trial_overrides(res.config, variants)),
+                     **{k: v for k, v in m.items() if k in ("energy/diff", "energy/diff_max_abs_last_quarter", STABILITY,
+                                                            "diverged", "run_id", "step") or k.startswith("eval/")}})
         if res.error is not None:
             rows[-1]["error"] = str(res.error).splitlines()[0][:200]
-    rows.sort(key=lambda r: [t[0] for t in trials].index(r["trial"]))
     local = Path(spec["local_dir"])
     local.mkdir(parents=True, exist_ok=True)
-    (local / "summary.md").write_text(summary_table(rows) + "\n")
-    (local / "summary.json").write_text(json.dumps(rows, indent=2))
-    storage.upload(local)
     for child in client.search_runs([client.get_run(parent_id).info.experiment_id],
                                     f"tags.mlflow.parentRunId = '{parent_id}' and attributes.status = 'RUNNING'"):
         client.set_tag(child.info.run_id, "stopped", "by the Tune scheduler or an error before the end")
         client.set_terminated(child.info.run_id, status="KILLED")  # trials Tune stopped never ended their runs
-    client.log_artifact(parent_id, str(local / "summary.md"))
-    client.log_artifact(parent_id, str(local / "summary.json"))
+    best = log_summary(client, parent_id, rows, local)
+    storage.upload(local)
     client.set_terminated(parent_id, status=terminal_status(all(not r.get("error") for r in rows)))
+    if best is not None:
+        print(f"ebm sweep: best trial {best['trial']}; its registered model is now @best")
     print(f"ebm sweep: MLflow UI {ui_address(spec['tracking_uri'], parent_id)}")
     return rows, parent_id
 
@@ -291,13 +308,15 @@ def _run_from_args(args: argparse.Namespace) -> int:
         print(f"ebm sweep: parent MLflow run {parent}; summary in {args.resume}")
         return 0
     cfg = config_from_args(args)
-    trials = [(v.name, dict(v.overrides)) for v in TABLE2] if args.ablation else []
-    trials += grid_trials(args.grid) if args.grid else []
-    if not trials:
-        raise ConfigError("ebm sweep: give --ablation and/or at least one --grid axis (or --resume <sweep root>)")
+    variants = [(v.name, dict(v.overrides)) for v in TABLE2] if args.ablation else []
+    grid, space = parse_grid(args.grid), parse_space(args.space)
+    if not (variants or grid or space):
+        raise ConfigError("ebm sweep: give --ablation, --grid or --space axes (or --resume <sweep root>)")
     sweep_dir = args.sweep_dir or (new_run_dir("runs/sweeps") if cfg.jobs.storage_path is None
                                    else Path("runs/sweeps") / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}")
-    rows, parent = sweep(cfg, trials, sweep_dir=sweep_dir, asha=args.asha, max_concurrent=args.max_concurrent)
+    rows, parent = sweep(cfg, variants, sweep_dir=sweep_dir, grid=grid, space=space, search=args.search,
+                         num_samples=args.num_samples, asha=args.asha, metric=args.asha_metric,
+                         max_concurrent=args.max_concurrent)
     print(summary_table(rows))
     print(f"ebm sweep: parent MLflow run {parent}; summary in {Path(sweep_dir).resolve() / 'summary.md'}")
     return 0
