@@ -7,15 +7,18 @@ cd "$(dirname "$0")/.."
 ROOT="$PWD"
 bash scripts/install.sh
 bash infra/local/start.sh
-RUN_DIR="$ROOT/runs/demo/$(date +%Y%m%d-%H%M%S)"
 export RAY_AUTH_MODE=token PATH="$ROOT/.venv/bin:$PATH"   # the client reads the token start.sh made sure of
 LOG="$(mktemp)"
 trap 'rm -f "$LOG"' EXIT
-ray job submit --address "http://127.0.0.1:${RAY_DASHBOARD_PORT:-8265}" --runtime-env infra/runtime_env.yaml \
-  -- python -m ebm_jobs.train --preset demo --run-dir "$RUN_DIR" \
+# infra/runtime_env.yaml plus this checkout's commit (the job's copy of the tree has no .git); the run is named
+# <preset>-<dataset>-<config hash> under runs/demo (an absolute path: the job runs in Ray's copy of the tree)
+ray job submit --address "http://127.0.0.1:${RAY_DASHBOARD_PORT:-8265}" \
+  --runtime-env-json "$(.venv/bin/python -m ebm_jobs.runtime_env)" \
+  -- python -m ebm_jobs.train --preset demo --set "train.run_dir=$ROOT/runs/demo" \
   --set "jobs.tracking_uri=http://127.0.0.1:${MLFLOW_PORT:-5000}" "$@" 2>&1 | tee "$LOG"
 grep -q "Job '.*' succeeded" "$LOG" || { echo "demo: the job did not succeed (log above)" >&2; exit 1; }
 UI="$(sed -n 's/.*ebm_jobs.train: MLflow UI \(.*\)$/\1/p' "$LOG" | tail -1)"
+RUN_DIR="$(sed -n 's/.*ebm_jobs.train: run \(.*\)$/\1/p' "$LOG" | tail -1)"
 echo
 echo "Run directory: $RUN_DIR (samples/, plots/, checkpoints/)"
 echo "MLflow UI:     $UI"

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +19,8 @@ from ebm_core.callbacks import Callback
 from ebm_core.config import ConfigError
 from ebm_core.presets import get_preset
 from ebm_jobs.tracking import start_run
-from ebm_jobs.train import fit, main
+from ebm_core.runs import config_from_args
+from ebm_jobs.train import fit, main, parser, run_dir_from_args
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import test modules
 
@@ -150,3 +152,15 @@ def test_bad_inputs_fail_before_work(tmp_path, capsys):
     assert main(["--preset", "test", "--set", "sampler.steps=-1"]) == 2
     assert "sampler.steps" in capsys.readouterr().err
     assert main(["--preset", "test", "--set", "jobs.num_workers=0"]) == 2
+
+
+def test_a_run_is_named_after_what_it_is(tmp_path):
+    """<preset>-<dataset>-<config hash>: the directory, the Ray run and the MLflow run share it; the same config
+    again gets -2; another config another hash."""
+    args = parser().parse_args(["--preset", "test", "--set", f"train.run_dir={tmp_path}"])
+    cfg = config_from_args(args)
+    first, second = run_dir_from_args(cfg, args), run_dir_from_args(cfg, args)
+    assert re.fullmatch(r"test-shapes-[0-9a-f]{6}", first.name) and second.name == first.name + "-2"
+    other = run_dir_from_args(cfg.override({"loss.w_ent": 0.5}), args)
+    assert other.name != first.name and other.name.startswith("test-shapes-")
+    assert run_dir_from_args(cfg.override({"train.progress": True}), args).name == first.name + "-3"  # not a setting

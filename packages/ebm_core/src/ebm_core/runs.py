@@ -12,6 +12,7 @@ import argparse
 import itertools
 import time
 from pathlib import Path
+from typing import Iterator
 
 from .config import Config, ConfigError
 from .presets import PRESETS, get_preset
@@ -44,11 +45,23 @@ def overrides_from_args(args: argparse.Namespace) -> list[str]:
 
 def new_run_dir(parent: str | Path, *, prefix: str = "") -> Path:
     """Create and return ``parent/<prefix><YYYYmmdd-HHMMSS>`` (``-2``, ``-3``, ... when that name is taken)."""
+    return new_named_dir(parent, prefix + time.strftime("%Y%m%d-%H%M%S"))
+
+
+def numbered(name: str) -> Iterator[str]:
+    """``name``, ``name-2``, ``name-3``, ..."""
+    yield name
+    for i in itertools.count(2):
+        yield f"{name}-{i}"
+
+
+def new_named_dir(parent: str | Path, name: str) -> Path:
+    """Create and return ``parent/<name>``, or the first free ``parent/<name>-<n>``: created exclusively, so two
+    runs started at once never share one."""
     parent = Path(parent).expanduser().resolve()
     parent.mkdir(parents=True, exist_ok=True)
-    stem = prefix + time.strftime("%Y%m%d-%H%M%S")
-    for i in itertools.count(1):
-        path = parent / (stem if i == 1 else f"{stem}-{i}")
+    for candidate in numbered(name):
+        path = parent / candidate
         try:
             path.mkdir()  # exclusive: fails if another run took the name first
             return path

@@ -13,7 +13,6 @@ import getpass
 import json
 import os
 import shlex
-import subprocess
 import sys
 import time
 import urllib.request
@@ -26,6 +25,7 @@ from ebm_core.callbacks import Callback, RunDirWriter
 from ebm_core.config import Config
 from ebm_core.pipeline import export_model
 
+from .source import git_commit
 from .storage import TRACKING_FILE
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -55,21 +55,6 @@ def server_reachable(uri: str, *, timeout: float = 3.0) -> bool:
             return r.status == 200
     except OSError:
         return False
-
-
-def git_commit() -> tuple[str, bool]:
-    """(HEAD's sha, whether tracked files differ from it) of the checkout these packages run from;
-    ("unknown", False) outside a git checkout."""
-    here = Path(__file__).resolve().parent
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=here)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
-                               timeout=5, cwd=here)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown", False
-    if sha.returncode != 0 or not sha.stdout.strip():
-        return "unknown", False
-    return sha.stdout.strip(), bool(dirty.stdout.strip())
 
 
 def describe_commit() -> str:

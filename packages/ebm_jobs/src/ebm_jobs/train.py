@@ -1,7 +1,7 @@
 """Distributed training on Ray Train, recorded in MLflow; the entry point of ``ray job submit``.
 
     python -m ebm_jobs.train --preset demo --set jobs.num_workers=2
-    ray job submit --address http://127.0.0.1:8265 --runtime-env infra/runtime_env.yaml -- \
+    ray job submit --address http://127.0.0.1:8265 --runtime-env-json "$(.venv/bin/python -m ebm_jobs.runtime_env)" -- \
         python -m ebm_jobs.train --preset demo --run-name mine --resume --set jobs.storage_path=/shared/runs
     python -m ebm_jobs.train --resume-run <MLflow run id>
 
@@ -15,9 +15,10 @@ command submitted again continues from it too.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -27,11 +28,12 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from ebm_core.cli import report_error  # noqa: E402
 from ebm_core.config import Config, ConfigError  # noqa: E402
-from ebm_core.runs import add_config_args, check_new_run, config_from_args, overrides_from_args, run_dir_for  # noqa: E402
+from ebm_core.runs import (add_config_args, check_new_run, config_from_args, new_named_dir, numbered,  # noqa: E402
+                           overrides_from_args)
 
 from .cluster import init_ray  # noqa: E402
 from .storage import JOB_FILE, TRACKING_FILE, RunStorage, check_shared, check_writable, storage_for  # noqa: E402
-from .tracking import source_tags, ui_address  # noqa: E402
+from .tracking import config_params, source_tags, ui_address  # noqa: E402
 
 
 @dataclass
@@ -130,8 +132,15 @@ def fit(cfg: Config, *, resume: bool = False, parent_run_id: str | None = None, 
                        diverged=bool(metrics.get("diverged")))
 
 
+def default_run_name(cfg: Config) -> str:
+    """``<preset>-<dataset>-<config hash>``: what the run is, in six hex digits for everything it sets."""
+    params = json.dumps(config_params(cfg), sort_keys=True)
+    return f"{cfg.preset}-{cfg.data.name}-{hashlib.sha256(params.encode()).hexdigest()[:6]}"
+
+
 def run_dir_from_args(cfg: Config, args: argparse.Namespace) -> Path:
-    """``--run-dir``, else ``<train.run_dir>/<--run-name>``, else a new ``<train.run_dir>/<date-time>``.
+    """``--run-dir``, else ``<train.run_dir>/<--run-name>``, else a new ``<train.run_dir>/<default_run_name>``
+    (``-2``, ``-3``, ... when a run of that config is already there).
 
     The last part is the run's name everywhere: its directory (or ``<jobs.storage_path>/<name>``), the Ray run
     and the MLflow run. Only a local default is created here; every root is checked in ``prepare``."""
@@ -145,9 +154,11 @@ def run_dir_from_args(cfg: Config, args: argparse.Namespace) -> Path:
         return Path(cfg.train.run_dir).expanduser().resolve() / args.run_name
     if args.resume:
         raise ConfigError("--resume continues a named run: give --run-name (or --run-dir)")
-    if cfg.jobs.storage_path is not None:  # the run lives elsewhere: name it, create nothing here
-        return Path(cfg.train.run_dir) / f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return run_dir_for(cfg, None)
+    name = default_run_name(cfg)
+    if cfg.jobs.storage_path is not None:  # the run lives elsewhere: create nothing here
+        taken = lambda n: bool(storage_for(cfg.jobs.storage_path, n).entries())  # noqa: E731
+        return Path(cfg.train.run_dir) / next(n for n in numbered(name) if not taken(n))
+    return new_named_dir(cfg.train.run_dir, name)
 
 
 def config_from_mlflow(run_id: str, cfg: Config, overrides: list[str]) -> Config:
