@@ -63,7 +63,7 @@ def parallel_coordinates(rows: list[dict[str, Any]], path: Path) -> Path | None:
     lo = [min(c) for c in zip(*table)]
     hi = [max(c) for c in zip(*table)]
     fig, ax = plt.subplots(figsize=(2.2 * len(axes) + 2, 4.5))
-    cmap = plt.get_cmap("viridis_r")
+    cmap = plt.get_cmap("viridis")  # low (better) is dark
     for r, values in zip(done, table):
         y = [(v - a) / (b - a) if b > a else 0.5 for v, a, b in zip(values, lo, hi)]
         ax.plot(range(len(axes)), y, marker="o", color=cmap(y[-1]), label=r["trial"][:40])
