@@ -22,6 +22,18 @@ from .storage import Mirror, RunStorage
 from .tracking import MLflowCallback, record_tracking, start_run, terminal_status
 
 
+STABILITY = "energy/diff_abs_avg"  # what Tune's schedulers and searchers see of a run's stability
+WINDOW = 5
+
+
+def stability(trainer: Trainer) -> float:
+    """Mean |energy/diff| over the last WINDOW logged steps: near 0 while training is stable (``loss/cd`` itself
+    rewards drifting toward divergence)."""
+    every = trainer.cfg.train.log_every
+    diffs = [abs(h["energy/diff"]) for h in trainer.history if h["step"] % every == 0][-WINDOW:]
+    return sum(diffs) / len(diffs) if diffs else abs(trainer.history[-1]["energy/diff"]) if trainer.history else 0.0
+
+
 @dataclass
 class RunOutcome:
     trainer: Trainer

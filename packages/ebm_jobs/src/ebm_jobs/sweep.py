@@ -37,7 +37,7 @@ from ebm_core.trainer import Trainer  # noqa: E402
 
 from .arguments import add_sweep_arguments, module_main  # noqa: E402
 from .cluster import init_ray  # noqa: E402
-from .run import train_run  # noqa: E402
+from .run import STABILITY, stability, train_run  # noqa: E402
 from .search import parse_grid, parse_space, trial_count, trial_name, trial_overrides, tune_space  # noqa: E402
 from .storage import RunStorage, check_shared  # noqa: E402
 from .sweep_summary import log_summary, summary_table  # noqa: E402
@@ -48,8 +48,6 @@ from .train import prepare, record_job  # noqa: E402
 TRIAL_CHECKPOINT = "trainer.pt"
 
 
-STABILITY = "energy/diff_abs_avg"  # mean |energy/diff| over the last WINDOW reports: near 0 while training is stable
-WINDOW = 5
 METRICS = {"stability": STABILITY, "fid_domain": "eval/fid_domain"}  # --asha-metric: what ASHA and Optuna minimise
 
 
@@ -64,11 +62,9 @@ class TuneReport(Callback):
 
     def __init__(self, metric: str = "stability") -> None:
         self.metric = metric
-        self.recent: list[float] = []
 
     def figures(self, trainer: Trainer, metrics: dict[str, float]) -> dict[str, float]:
-        self.recent = (self.recent + [abs(metrics["energy/diff"])])[-WINDOW:]
-        out = {"step": trainer.step_count, **metrics, STABILITY: sum(self.recent) / len(self.recent)}
+        out = {"step": trainer.step_count, **metrics, STABILITY: stability(trainer)}
         if self.metric == "fid_domain":
             from ebm_eval.quick import quick_quality
 
@@ -136,14 +132,12 @@ def run_trial(params: dict[str, Any]) -> None:
 
 
 def _tail(trainer: Trainer) -> dict[str, float]:
-    """The last iteration's metrics, the stability figure over the last WINDOW logged steps, and the largest
-    |energy/diff| over the last quarter of training."""
+    """The last iteration's metrics, the stability figure, and the largest |energy/diff| over the last quarter."""
     if not trainer.history:
         return {}
     diffs = [h["energy/diff"] for h in trainer.history]
-    logged = [abs(h["energy/diff"]) for h in trainer.history if h["step"] % trainer.cfg.train.log_every == 0][-WINDOW:]
     last = {k: v for k, v in trainer.history[-1].items() if k != "step"}
-    return {**last, STABILITY: sum(logged) / len(logged) if logged else abs(diffs[-1]),
+    return {**last, STABILITY: stability(trainer),
             "energy/diff_max_abs_last_quarter": max(abs(v) for v in diffs[-max(1, len(diffs) // 4):])}
 
 
@@ -169,6 +163,9 @@ def sweep(cfg: Config, trials: list[tuple[str, dict[str, Any]]] = (), *, sweep_d
         raise ConfigError(f"ebm sweep: --search is grid, random or optuna and --asha-metric one of {sorted(METRICS)}")
     if space and search == "grid":
         raise ConfigError("ebm sweep: --space samples values: use it with --search random or --search optuna")
+    if metric == "fid_domain" and cfg.jobs.num_workers > 1 and (asha or search == "optuna"):
+        raise ConfigError("ebm sweep: --asha-metric fid_domain is measured in one-worker trials; with "
+                          "jobs.num_workers > 1 use --asha-metric stability")
     for over in list(variants.values()) or [{}]:  # every axis value is checked against the config before anything
         cfg.override(over)
         for key, values in grid.items():

@@ -28,7 +28,7 @@ from ebm_core.config import Config
 from ebm_core.distributed import all_reduce_mean, broadcast_from_rank0
 from ebm_core.trainer import Trainer
 
-from .run import train_run
+from .run import STABILITY, stability, train_run
 from .storage import RunStorage
 
 SHARED = "shared.pt"
@@ -55,7 +55,8 @@ class RayReport(Callback):
                 save_checkpoint({k: v for k, v in state.items() if k not in ("buffer", "rng")} | {"buffer": {}, "rng": {}},
                                 Path(tmp) / SHARED)
                 trainer.save_checkpoint(state=state)  # the ebm_core checkpoint in the run dir (and MLflow's EMA export)
-            ray.train.report({"step": step, **metrics}, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+            ray.train.report({"step": step, **metrics, STABILITY: stability(trainer)},  # Tune's ASHA/Optuna see it
+                             checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
 def restore(trainer: Trainer, checkpoint_dir: Path, rank: int) -> None:
