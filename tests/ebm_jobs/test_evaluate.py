@@ -54,6 +54,19 @@ def test_eval_job_logs_back_to_the_model_run(stored_model, tmp_path):
     assert {"eval/fid_domain", "eval/ood_auroc/average"} <= linked
 
 
+def test_ebm_sample_takes_a_registered_model(stored_model, tmp_path, capsys):
+    from PIL import Image
+
+    from ebm_core.cli import main as ebm
+
+    uri, _, _ = stored_model
+    out = tmp_path / "s.png"
+    assert ebm(["sample", "models:/ebm-test-shapes@latest", "--tracking-uri", uri, "--out", str(out), "--num", "4",
+                "--rounds", "1", "--steps", "2"]) == 0
+    assert Image.open(out).size[0] > 16 and "4 samples written" in capsys.readouterr().out
+    assert ebm(["sample", "models:/no-such-model@latest", "--tracking-uri", uri]) == 2
+
+
 def test_bad_models_fail_before_sampling(stored_model, tmp_path, capsys):
     uri, run_id, trainer = stored_model
     with pytest.raises(ConfigError, match="expected an existing checkpoint path"):
