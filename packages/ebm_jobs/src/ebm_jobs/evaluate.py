@@ -89,6 +89,9 @@ def evaluate(model_arg: str, metrics: list[str], *, out: Path | None, tracking_u
             raise CheckpointError(f"--model {model_arg}: {e}") from e
     if resolved.run_id:
         log_back(resolved, result)
+        from .tracking import ui_address
+
+        print(f"ebm eval: results logged to the model's run; MLflow UI {ui_address(resolved.tracking_uri, resolved.run_id)}")
     return result
 
 
