@@ -31,7 +31,9 @@ def stability(trainer: Trainer) -> float:
     rewards drifting toward divergence)."""
     every = trainer.cfg.train.log_every
     diffs = [abs(h["energy/diff"]) for h in trainer.history if h["step"] % every == 0][-WINDOW:]
-    return sum(diffs) / len(diffs) if diffs else abs(trainer.history[-1]["energy/diff"]) if trainer.history else 0.0
+    if diffs:
+        return sum(diffs) / len(diffs)
+    return abs(trainer.history[-1]["energy/diff"]) if trainer.history else 0.0
 
 
 @dataclass

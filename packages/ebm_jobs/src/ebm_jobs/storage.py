@@ -117,7 +117,8 @@ class RunStorage:
             seen[rel] = (st.st_mtime_ns, st.st_size)
             if self._uploaded.get(rel) == seen[rel]:
                 continue
-            fs.create_dir(f"{base}/{Path(rel).parent.as_posix()}".rstrip("/."), recursive=True)
+            parent = Path(rel).parent
+            fs.create_dir(base if parent == Path(".") else f"{base}/{parent.as_posix()}", recursive=True)
             pafs.copy_files(str(path), f"{base}/{rel}", source_filesystem=pafs.LocalFileSystem(),
                             destination_filesystem=fs)
             copied += 1
