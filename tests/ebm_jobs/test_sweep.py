@@ -115,3 +115,15 @@ def test_optuna_search_shows_the_hyperparameters_and_marks_the_best_model(ray_lo
     assert {"summary.md", "summary_table.json", "parallel_coordinates.png"} <= {a.path for a in client.list_artifacts(parent)}
     best = min((r for r in rows if r.get("run_id")), key=lambda r: r["eval/fid_domain"])
     assert client.get_model_version_by_alias("ebm-test-shapes", "best").run_id == best["run_id"]
+
+
+def test_parallel_coordinates_draws_switches_and_skips_what_is_not_a_number(tmp_path):
+    from ebm_jobs.sweep_summary import best_row, parallel_coordinates
+
+    rows = [{"trial": "a", "overrides": json.dumps({"loss.use_opt": False, "generate.noise": None, "optim.lr": 1e-4}),
+             "eval/fid_domain": 3.0, "run_id": "x", "diverged": 0.0},
+            {"trial": "b", "overrides": json.dumps({"loss.use_opt": True, "optim.lr": 1e-4}),
+             "eval/fid_domain": 2.0, "run_id": "y", "diverged": 0.0},
+            {"trial": "c", "overrides": json.dumps({"loss.use_opt": True}), "diverged": 1.0, "step": 3}]
+    assert parallel_coordinates(rows, tmp_path / "p.png").stat().st_size > 1000
+    assert best_row(rows)["trial"] == "b"  # lowest FID-domain among the stable, finished trials

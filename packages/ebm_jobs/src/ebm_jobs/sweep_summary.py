@@ -54,12 +54,18 @@ def parallel_coordinates(rows: list[dict[str, Any]], path: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     key = quality_key(rows)
-    params = sorted({k for r in rows for k, v in json.loads(r["overrides"]).items() if isinstance(v, (int, float))})
     done = [r for r in rows if key in r]
     if not done or key is None:
         return None
+    overrides = [json.loads(r["overrides"]) for r in done]
+
+    def number(v: Any) -> float | None:  # booleans (ablation switches) as 0/1; None and text are not drawn
+        return float(v) if isinstance(v, (int, float)) else None
+
+    params = sorted(k for k in set().union(*overrides)  # the numeric hyperparameters that vary between trials
+                    if all(number(o.get(k)) is not None for o in overrides) and len({number(o[k]) for o in overrides}) > 1)
     axes = params + [key]
-    table = [[float(json.loads(r["overrides"]).get(p, float("nan"))) for p in params] + [r[key]] for r in done]
+    table = [[number(o[p]) for p in params] + [r[key]] for o, r in zip(overrides, done)]
     lo = [min(c) for c in zip(*table)]
     hi = [max(c) for c in zip(*table)]
     fig, ax = plt.subplots(figsize=(2.2 * len(axes) + 2, 4.5))
