@@ -4,6 +4,8 @@ worker nodes, each with its own scratch directory, and a real MLflow server.
 - a filesystem path some node cannot see is refused before any work;
 - two workers forced onto different nodes (STRICT_SPREAD) leave every output under the run's root on the storage
   (a ``file://`` URI: rank 0 writes a scratch copy on its node and uploads it) and in MLflow, none only in scratch;
+- a job killed mid-run and submitted again continues (a finished one is left alone); a sweep interrupted after one
+  of three trials restores and runs the other two only;
 - losing rank 0's node mid-run restores on the remaining nodes from the latest checkpoint, with every worker's
   buffer and the EMA as checkpointed, and MLflow's history holding each step once.
 """
@@ -100,6 +102,75 @@ def test_two_workers_on_two_nodes_leave_every_output_on_storage_and_in_mlflow(cl
     assert sorted(m.step for m in client.get_metric_history(run_.info.run_id, "energy/diff")) == list(range(1, 7))
     arts = {a.path for d in ("samples", "plots", "checkpoints") for a in client.list_artifacts(run_.info.run_id, d)}
     assert {"plots/energy_diff.png", "samples/samples_ema.png", "checkpoints/ema_step_0000006.pt"} <= arts
+
+
+def test_a_killed_job_submitted_again_continues_and_a_finished_one_is_left_alone(cluster, tmp_path):
+    """The same command twice, as a KubeRay retry or a user's re-submit runs it: the second continues from the
+    latest checkpoint in the same MLflow run; once finished, a third does nothing."""
+    cmd = [sys.executable, "-m", "ebm_jobs.train", "--preset", "test", "--run-name", "again", "--resume",
+           "--iterations", "100", "--set", f"train.run_dir={tmp_path}", "--set", "train.image_every=1000"]
+    env = {k: v for k, v in cluster.env.items() if k != "MLFLOW_TRACKING_URI"}  # the cluster; MLflow in the run root
+    root = tmp_path / "again"
+    first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while not (root / "checkpoints" / "step_0000009.pt").exists():
+        assert first.poll() is None and time.time() < deadline
+        time.sleep(0.2)
+    os.killpg(first.pid, signal.SIGKILL)  # the job and its private Ray, at once
+    first.wait()
+    before = (root / "metrics.jsonl").read_text().splitlines()
+    run_id = json.loads((root / "tracking.json").read_text())["run_id"]
+    assert 9 <= len(before) < 100
+    second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert second.returncode == 0, second.stderr[-3000:]
+    after = (root / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in after] == list(range(1, 101))  # every step once
+    assert after[:6] == before[:6]  # steps up to the restored checkpoint were not run again (timings would differ)
+    tracking = json.loads((root / "tracking.json").read_text())
+    assert tracking == {**tracking, "run_id": run_id, "status": "FINISHED", "step": 100}
+    history = MlflowClient(tracking["tracking_uri"]).get_metric_history(run_id, "energy/diff")
+    assert sorted(m.step for m in history) == list(range(1, 101))
+    third = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert third.returncode == 0 and "already finished at step 100" in third.stdout
+    assert (root / "metrics.jsonl").read_text().splitlines() == after
+
+
+def test_an_interrupted_sweep_restores_and_runs_only_the_unfinished_trials(cluster, tmp_path):
+    """Ctrl-C after the first of three trials (one at a time); `--resume` runs the other two, in the same parent run,
+    and leaves the finished trial's files as they were."""
+    sweep_dir = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "ebm_jobs.sweep", "--preset", "test", "--grid", "loss.w_ent=0,0.3,0.6",
+           "--max-concurrent", "1", "--sweep-dir", str(sweep_dir), "--iterations", "15", "--set", "train.log_every=5"]
+    env = {k: v for k, v in cluster.env.items() if k != "MLFLOW_TRACKING_URI"}  # the cluster; MLflow in the sweep
+    first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    done = sweep_dir / "loss.w_ent=0" / "tracking.json"
+    deadline = time.time() + 180
+    while not (done.exists() and json.loads(done.read_text())["status"] == "FINISHED"):
+        assert first.poll() is None and time.time() < deadline, first.communicate()[1][-3000:]
+        time.sleep(0.2)
+    first.send_signal(signal.SIGINT)  # Ctrl-C: Tune saves its state and stops
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 130 and f"ebm sweep --resume {sweep_dir}" in err, err[-3000:]
+    kept = {p: p.read_bytes() for p in (sweep_dir / "loss.w_ent=0").rglob("*") if p.is_file()}
+    parent = json.loads((sweep_dir / "sweep.json").read_text())["parent_run_id"]
+    client = MlflowClient(f"sqlite:///{sweep_dir / 'mlflow.db'}")
+    assert client.get_run(parent).info.status == "KILLED"
+
+    again = subprocess.run([sys.executable, "-m", "ebm_jobs.sweep", "--resume", str(sweep_dir)], env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert {p: p.read_bytes() for p in kept} == kept  # the finished trial did not run again
+    rows = json.loads((sweep_dir / "summary.json").read_text())
+    assert [(r["trial"], r["step"], r["diverged"]) for r in rows] == [
+        ("loss.w_ent=0", 15, 0.0), ("loss.w_ent=0.3", 15, 0.0), ("loss.w_ent=0.6", 15, 0.0)]
+    assert client.get_run(parent).info.status == "FINISHED"
+    children = client.search_runs([client.get_run(parent).info.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
+    assert sorted(c.data.tags["trial"] for c in children) == [r["trial"] for r in rows]  # one MLflow run per trial
+    for child in children:
+        assert child.info.status == "FINISHED"
+        steps = sorted(m.step for m in client.get_metric_history(child.info.run_id, "energy/diff"))
+        kept = [json.loads(line)["step"] for line in (sweep_dir / child.data.tags["trial"] / "metrics.jsonl").open()]
+        assert steps == kept and kept[-1] == 15  # a trial stopped mid-way and resumed logs each step once
 
 
 HOLDING_DRIVER = textwrap.dedent('''

@@ -1,12 +1,8 @@
 """Ray Train around the core trainer, on a real local Ray and a real MLflow store."""
 
 import json
-import os
 import re
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import mlflow
@@ -94,37 +90,6 @@ def test_unreachable_tracking_server_falls_back_to_the_store_in_the_run_root(ray
     with pytest.warns(UserWarning, match="unreachable from this node") as caught:  # said once, by the logging process
         start_run(cfg.override({"train.run_dir": str(tmp_path / "other")}))
     assert sum("unreachable" in str(w.message) for w in caught) == 1
-
-
-def test_a_killed_job_submitted_again_continues_and_a_finished_one_is_left_alone(tmp_path):
-    """The same command twice, as a KubeRay retry or a user's re-submit runs it: the second continues from the
-    latest checkpoint in the same MLflow run; once finished, a third does nothing."""
-    cmd = [sys.executable, "-m", "ebm_jobs.train", "--preset", "test", "--run-name", "again", "--resume",
-           "--iterations", "100", "--set", f"train.run_dir={tmp_path}", "--set", "train.image_every=1000"]
-    env = {**os.environ, "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
-    root = tmp_path / "again"
-    first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 120
-    while not (root / "checkpoints" / "step_0000009.pt").exists():
-        assert first.poll() is None and time.time() < deadline
-        time.sleep(0.2)
-    os.killpg(first.pid, signal.SIGKILL)  # the job and its private Ray, at once
-    first.wait()
-    before = (root / "metrics.jsonl").read_text().splitlines()
-    run_id = json.loads((root / "tracking.json").read_text())["run_id"]
-    assert 9 <= len(before) < 100
-    second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert second.returncode == 0, second.stderr[-3000:]
-    after = (root / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(line)["step"] for line in after] == list(range(1, 101))  # every step once
-    assert after[:6] == before[:6]  # steps up to the restored checkpoint were not run again (timings would differ)
-    tracking = json.loads((root / "tracking.json").read_text())
-    assert tracking == {**tracking, "run_id": run_id, "status": "FINISHED", "step": 100}
-    history = MlflowClient(tracking["tracking_uri"]).get_metric_history(run_id, "energy/diff")
-    assert sorted(m.step for m in history) == list(range(1, 101))
-    third = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-    assert third.returncode == 0 and "already finished at step 100" in third.stdout
-    assert (root / "metrics.jsonl").read_text().splitlines() == after
 
 
 def test_resume_run_continues_the_job_behind_an_mlflow_run(ray_local, tmp_path, capsys):
