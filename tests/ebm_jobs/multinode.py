@@ -64,7 +64,8 @@ class LocalCluster:
 
     def _wait_for(self, count: int, timeout: float = 90) -> list[dict]:
         """The alive nodes, once there are ``count`` of them (one driver process polls: importing Ray costs seconds)."""
-        code = ("import json, sys, time, ray; ray.init(); t = time.time() + float(sys.argv[2])\n"
+        code = ("import json, os, sys, time, ray; ray.init(address=os.environ['RAY_ADDRESS']); "
+                "t = time.time() + float(sys.argv[2])\n"
                 "while True:\n"
                 "    alive = [n for n in ray.nodes() if n['Alive']]\n"
                 "    if len(alive) == int(sys.argv[1]) or time.time() > t: break\n"

@@ -29,7 +29,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from ebm_core.callbacks import Callback  # noqa: E402
-from ebm_core.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from ebm_core.checkpoint import load_checkpoint  # noqa: E402
 from ebm_core.config import Config, ConfigError  # noqa: E402
 from ebm_core.recipes import TABLE2  # noqa: E402
 from ebm_core.runs import config_from_args, new_run_dir  # noqa: E402
@@ -76,11 +76,10 @@ class TuneReport(Callback):
 
         cfg = trainer.cfg.train
         if step % cfg.checkpoint_every == 0 or step == cfg.iterations:
-            state = trainer.state_dict()
-            trainer.save_checkpoint(state=state)  # the run directory's own checkpoint (and MLflow's EMA export)
+            saved = trainer.save_checkpoint()  # the run directory's own checkpoint (and MLflow's EMA export)
             if step < cfg.iterations:
                 with tempfile.TemporaryDirectory() as tmp:
-                    save_checkpoint(state, Path(tmp) / TRIAL_CHECKPOINT)
+                    shutil.copyfile(saved, Path(tmp) / TRIAL_CHECKPOINT)  # the same bytes, not serialised twice
                     tune.report(self.figures(trainer, metrics), checkpoint=tune.Checkpoint.from_directory(tmp))
                 return
         if step % cfg.log_every == 0 and step < cfg.iterations:
