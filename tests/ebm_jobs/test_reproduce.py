@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import statistics
 
 import pytest
+import scipy.stats
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from ebm_core.config import ConfigError  # noqa: E402
 from ebm_core.recipes import FIG8, SCALES, TABLE2, table4  # noqa: E402
-from ebm_eval.report import verdict  # noqa: E402
+from ebm_eval.report import Welch, compared, needed_scale, verdict, welch  # noqa: E402
 from ebm_jobs.reproduce import plan, reproduce  # noqa: E402
 
 
@@ -27,11 +30,33 @@ def ray_local():
     ray.shutdown()
 
 
-def test_verdict_rule():
-    assert verdict([1.0, 1.1, 0.9], [3.0, 3.1, 2.9], higher_is_better=False) == "reproduced"
-    assert verdict([1.0, 1.1, 0.9], [3.0, 3.1, 2.9], higher_is_better=True) == "not reproduced"
-    assert verdict([1.0, 3.0], [2.0, 2.2], higher_is_better=True) == "inconclusive"
-    assert verdict([1.0], [2.0], higher_is_better=False).startswith("inconclusive")
+def test_verdict_rule_is_welchs_one_sided_test():
+    a, b = [1.0, 1.4, 0.7, 1.2], [1.9, 2.6, 1.5, 2.2, 2.4]  # lower is better: a beats b
+    # Welch's t and Welch-Satterthwaite df by hand, p from the t distribution's survival function
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    t = (statistics.mean(a) - statistics.mean(b)) / math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    test = welch(a, b, higher_is_better=False)
+    assert test.p == pytest.approx(scipy.stats.t.cdf(t, df)) and test.p_opposite == pytest.approx(scipy.stats.t.sf(t, df))
+    pooled = math.sqrt((3 * statistics.variance(a) + 4 * statistics.variance(b)) / 7)
+    assert test.d == pytest.approx((statistics.mean(b) - statistics.mean(a)) / pooled)
+    assert verdict(test).startswith("reproduced (p = ")
+    assert verdict(welch(a, b, higher_is_better=True)).startswith("not reproduced")
+    # 2 seeds a side, 2.2 standard errors apart: the old "2 standard errors" rule said reproduced; p = 0.08 does not
+    weak = welch([1.0, 1.2], [1.3, 1.5], higher_is_better=False)
+    assert 0.05 < weak.p < 0.1 and verdict(weak).startswith("inconclusive")
+    assert verdict(None).startswith("inconclusive")
+    assert welch([1.0, 1.0], [2.0, 2.0], higher_is_better=False).p == 0.0  # exact difference, no variance
+
+
+def test_seeds_needed_follow_the_power_formula():
+    z = scipy.stats.norm.ppf(0.95) + scipy.stats.norm.ppf(0.8)
+    for d in (0.3, 1.0, 2.5):
+        n = Welch(p=0.2, p_opposite=0.8, d=d, n=(4, 4)).seeds_needed()
+        assert n == math.ceil(2 * (z / d) ** 2) + 1
+    assert Welch(p=0.9, p_opposite=0.1, d=-0.4, n=(4, 4)).seeds_needed() is None
+    claim = compared("x beats y", "", [1.0, 1.3, 0.9, 1.2], [1.1, 1.4, 1.0, 1.25], higher_is_better=False)
+    assert claim.verdict.startswith("inconclusive") and "seeds per side" in needed_scale(claim, 4)
 
 
 def test_plan_trains_identical_configurations_once():

@@ -167,6 +167,7 @@ class DataConfig:
     num_train: int = 20_000  # size of the generated shapes set
     seed: int = 0
     labels: tuple[str, ...] = ()  # keep only these label columns (e.g. ["shape"] for one attribute model); () = all
+    channels: int | None = None  # 1 (greyscale) or 3 (RGB); None: the data's own (digits 1, image folders 1 if all grey)
 
     NAMES = ("shapes", "digits", "cifar10", "cifar100", "svhn", "imagefolder", "imagenet32")
 
@@ -174,6 +175,7 @@ class DataConfig:
         _choice("data.name", self.name, self.NAMES)
         _check(isinstance(self.resolution, int) and 8 <= self.resolution <= 128, "data.resolution", "an int in [8, 128]", self.resolution)
         _check(isinstance(self.num_train, int) and self.num_train >= 1, "data.num_train", "an int >= 1", self.num_train)
+        _check(self.channels in (None, 1, 3), "data.channels", "null (the data's own), 1 or 3", self.channels)
         if self.name not in ("shapes", "digits"):
             _check(bool(self.root), "data.root", f"the directory holding the {self.name} files", self.root)
 
@@ -254,8 +256,11 @@ class JobsConfig:
     experiment: str = "ebm"
     system_metrics: bool = True  # MLflow's CPU, memory, disk, network and GPU metrics of the logging worker
     model_name: str | None = None  # the registered MLflow model; None: ebm-<preset>-<dataset>
+    quality_samples: int = 256  # EMA samples judged at the end of a run and at sweep reports (ebm_eval.quality); 0: none
 
     def __post_init__(self) -> None:
+        _check(isinstance(self.quality_samples, int) and (self.quality_samples == 0 or self.quality_samples >= 16),
+               "jobs.quality_samples", "0 (none) or an int >= 16", self.quality_samples)
         for name in ("num_workers", "cpus_per_worker"):
             _check(isinstance(getattr(self, name), int) and getattr(self, name) >= 1, f"jobs.{name}", "an int >= 1", getattr(self, name))
         _check(isinstance(self.max_failures, int) and self.max_failures >= -1, "jobs.max_failures", "an int >= -1 (-1: unlimited)", self.max_failures)

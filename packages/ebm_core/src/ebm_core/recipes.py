@@ -113,13 +113,15 @@ class Scale:
 SCALES: dict[str, Scale] = {
     "small": Scale(
         preset="demo",
-        overrides={"train.iterations": 200, "train.log_every": 5, "train.grad_norm_every": 5, "train.image_every": 100,
-                   "train.checkpoint_every": 200, "data.num_train": 2_000, "jobs.cpus_per_worker": 1},
-        seeds=3,
-        comp_overrides={"train.iterations": 150, "train.checkpoint_every": 150, "augment.enabled": True},
-        comp_attributes=("shape", "colour"), comp_seeds=2,
+        overrides={"train.iterations": 150, "train.log_every": 5, "train.grad_norm_every": 5, "train.image_every": 75,
+                   "train.checkpoint_every": 150, "data.num_train": 2_000, "jobs.cpus_per_worker": 1,
+                   "jobs.quality_samples": 128},
+        seeds=4,
+        comp_overrides={"train.iterations": 100, "train.checkpoint_every": 100, "augment.enabled": True},
+        comp_attributes=("shape", "colour"), comp_seeds=4,
         n_eval=256, comp_samples=64, lowtemp_steps=300, lowtemp_samples=128, mixing_chains=16,
-        note="demo preset (16x16 shapes, width-16 ResNet, K=20), 200 iterations per run, 2 single-thread trials at once",
+        note="demo preset (16x16 shapes, width-16 ResNet, K=20), 150 iterations per run (100 for Table 4's attribute "
+             "models), 2 single-thread trials at once",
     ),
     "full": Scale(
         preset="cifar10",
@@ -135,7 +137,8 @@ SCALES: dict[str, Scale] = {
     "test": Scale(  # the smoke scale the test suite runs: every stage in about a minute
         preset="test",
         overrides={"train.iterations": 4, "train.log_every": 1, "train.grad_norm_every": 1, "train.image_every": 4,
-                   "train.checkpoint_every": 4, "jobs.cpus_per_worker": 1, "generate.rounds": 1, "generate.steps": 3},
+                   "train.checkpoint_every": 4, "jobs.cpus_per_worker": 1, "generate.rounds": 1, "generate.steps": 3,
+                   "jobs.quality_samples": 16},
         seeds=1,
         comp_overrides={"train.iterations": 3, "train.checkpoint_every": 3, "model.multiscale": False},
         comp_attributes=("shape", "colour"), comp_seeds=1,

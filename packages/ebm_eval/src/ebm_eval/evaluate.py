@@ -5,7 +5,9 @@ Sample quality follows the field's protocol by default (``paper``): 50 000 gener
 images' content hash), torch-fidelity's FID Inception when its weights file is present. Fewer
 samples are allowed; FID is then biased upward (3 424 against a true 266 for 500 samples of two
 2048-d Gaussians), so a warning is printed and kept with the result, and KID, unbiased at any
-count, stands beside it. Plain inputs (a model file, or a model and its config) and a typed result;
+count, stands beside it. ``quality`` judges the first 1 000 samples with the dataset's own classifier
+(``ebm_eval.quality``: recognisability, colour distance, precision/recall) beside a held-out real split of
+the same size. Plain inputs (a model file, or a model and its config) and a typed result;
 tables as Markdown and JSON and sample grids as PNG under ``out``. Where models come from (MLflow
 URIs) and where results go back to is the jobs layer's business (``ebm_jobs.evaluate``).
 """
@@ -35,7 +37,8 @@ from ebm_core.trainer import resolve_device
 from .features import Extractor, InceptionExtractor, cache_dir, dataset_extractor, find_inception_weights
 from .metrics import feature_stats, frechet_distance, inception_score, kernel_distance
 
-METRICS = ("fid", "is", "ood", "comp")  # fid also gives KID, from the same features
+METRICS = ("fid", "is", "quality", "ood", "comp")  # fid also gives KID, from the same features
+QUALITY_SAMPLES = 1_000  # of the generated samples, judged for ``quality`` (recognisability, colour, precision/recall)
 PAPER_NUM_SAMPLES = 50_000  # the paper's (and the field's) FID/IS sample count
 IS_SPLITS = 10
 KID_REFERENCE = 10_000  # real features kept for KID (a random subset of the training split)
@@ -101,8 +104,8 @@ def make_extractor(cfg: Config, train: ImageSet, test: ImageSet, *, weights: str
     log("FID Inception weights not found (give --fid-weights PATH, set EBM_FID_WEIGHTS, or put "
         "weights-inception-2015-12-05-6726825d.pth in $TORCH_HOME/hub/checkpoints, or pass --allow-download); "
         "using a domain classifier instead: scores are reported as eval/fid_domain and eval/is_domain")
-    ext = dataset_extractor(cfg.data, train, test=test, progress=True)
-    log(f"domain classifier test accuracy per label: {dict(zip(train.label_names, [round(a, 3) for a in ext.accuracy]))}")
+    ext = dataset_extractor(cfg.data, progress=True, log=log)
+    log(f"domain classifier test accuracy per label: {ext.accuracies}")
     return ext.to(device)
 
 
@@ -142,16 +145,22 @@ def evaluate_model(model: nn.Module, cfg: Config, metrics: list[str], *, out: Pa
     torch.manual_seed(seed)
     channels = train.images.shape[1]
 
-    if "fid" in metrics or "is" in metrics or "comp" in metrics:
+    sampled = "fid" in metrics or "is" in metrics or "quality" in metrics
+    if sampled or "comp" in metrics:
         extractor = make_extractor(cfg, train, test, weights=fid_weights, allow_download=allow_download, device=dev,
                                    log=log)
+    if sampled:
+        if "quality" in metrics and extractor.metric_suffix:
+            judge = extractor  # the domain classifier already is the dataset's judge
+        elif "quality" in metrics:
+            judge = dataset_extractor(cfg.data, progress=True, log=log).to(dev)
+        feats, probs, kept = sample_features(model, cfg, extractor, n=num_samples, batch_size=batch_size,
+                                             channels=channels, device=dev, grid=out / "samples.png", log=log)
     if "fid" in metrics or "is" in metrics:
         if num_samples < PAPER_NUM_SAMPLES:
             warnings.append(f"FID and IS from {num_samples} samples, fewer than the paper's {PAPER_NUM_SAMPLES}: FID is "
                             f"biased upward and not comparable with published numbers (KID is unbiased at any count)")
             log(f"warning: {warnings[-1]}")
-        feats, probs = sample_features(model, cfg, extractor, n=num_samples, batch_size=batch_size, channels=channels,
-                                       device=dev, grid=out / "samples.png", log=log)
         sfx = extractor.metric_suffix
         results["eval/fid_num_samples"] = float(num_samples)
         if "fid" in metrics:
@@ -160,6 +169,18 @@ def evaluate_model(model: nn.Module, cfg: Config, metrics: list[str], *, out: Pa
             results[f"eval/kid{sfx}"], results[f"eval/kid{sfx}_std"] = kernel_distance(feats, ref.subset, seed=seed)
         if "is" in metrics:
             results[f"eval/is{sfx}"], results[f"eval/is{sfx}_std"] = inception_score(probs, splits=IS_SPLITS)
+
+    if "quality" in metrics:
+        from .quality import held_out_quality, quality, real_subset, summary_lines
+
+        ref_images = real_subset(train)
+        figures = {k: v for k, v in {**quality(judge, kept, ref_images, dataset=cfg.data.name),
+                                     **held_out_quality(judge, ref_images, test, len(kept), dataset=cfg.data.name)}.items()
+                   if not k.endswith("/fid_domain")}  # FID is the fid metric's, from every sample
+        results.update(figures)
+        results.update({f"judge/accuracy/{k}": v for k, v in judge.accuracies.items()})
+        log(f"quality of {len(kept)} samples beside {len(kept)} held-out real images, by the {cfg.data.name} judge "
+            f"(test accuracy {judge.accuracies}):\n" + "\n".join(summary_lines(figures)))
 
     if "ood" in metrics:
         from .ood import cifar10_ood_sets, embedded_ood_sets, ood_markdown, ood_table
@@ -205,19 +226,22 @@ def evaluate_model(model: nn.Module, cfg: Config, metrics: list[str], *, out: Pa
 
 
 def sample_features(model: nn.Module, cfg: Config, extractor: Extractor, *, n: int, batch_size: int, channels: int,
-                    device: torch.device, grid: Path, log: Log = print) -> tuple[np.ndarray, np.ndarray]:
-    """Generate ``n`` samples (Algorithm 2, in batches) and keep only their features and class probabilities;
-    the first 64 samples go to ``grid``."""
+                    device: torch.device, grid: Path, keep: int = QUALITY_SAMPLES,
+                    log: Log = print) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+    """Generate ``n`` samples (Algorithm 2, in batches) and keep their features and class probabilities, and the
+    first ``keep`` images themselves (on the CPU); the first 64 samples go to ``grid``."""
     g = cfg.generate
     log(f"sampling {n} images on {device} (Algorithm 2: {g.rounds} rounds x {g.steps} steps, batches of {batch_size})")
-    feats, probs = [], []
+    feats, probs, kept = [], [], []
     with tqdm(total=n, desc="generating", unit="img") as bar:
         for i in range(0, n, batch_size):
             x = generate(model, cfg, num_samples=min(batch_size, n - i), channels=channels, device=device)
             if i == 0:
                 image_grid(x[:64].cpu(), grid)
+            if sum(map(len, kept)) < keep:
+                kept.append(x[:keep - sum(map(len, kept))].cpu())
             e = extractor(x)
             feats.append(e.features.float().numpy())
             probs.append(e.probs.numpy())
             bar.update(len(x))
-    return np.concatenate(feats), np.concatenate(probs)
+    return np.concatenate(feats), np.concatenate(probs), torch.cat(kept)

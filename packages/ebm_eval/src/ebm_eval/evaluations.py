@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -143,7 +142,7 @@ def run_all(runs: list[RunResult], models: dict[str, nn.Module | None], *, base:
         image_grid(torch.cat(grids), figures / "fig6_mixing.png", nrow=scale.mixing_chains)
 
     log("  Fig. 7 low temperature")
-    ext = dataset_extractor(base.data, train)
+    ext = dataset_extractor(base.data, log=log)
     grids = []
     for variant, out in ((TABLE2.baseline, res.lowtemp_baseline), (TABLE2.full, res.lowtemp_full)):
         for r in trained(variant):
@@ -164,7 +163,7 @@ def run_all(runs: list[RunResult], models: dict[str, nn.Module | None], *, base:
         out.extend(OOD(r.name, r.seed, ood_table(models[r.name], x_in, sets)) for r in trained(variant))
 
     log("  Table 4 composition")
-    comp_ext = dataset_extractor(comp_base.data, comp_data)
+    comp_ext = dataset_extractor(comp_base.data, log=log)
     res.composition_attributes = list(scale.comp_attributes)
     for kl, out in ((True, res.composition_kl), (False, res.composition_no_kl)):
         for seed in range(scale.comp_seeds):
@@ -179,5 +178,5 @@ def run_all(runs: list[RunResult], models: dict[str, nn.Module | None], *, base:
             out.append(Composition(seed, rows))
             image_grid(torch.cat([g[:8] for g in grids]), figures / f"table4_composition_{'KL' if kl else 'noKL'}_s{seed}.png",
                        nrow=8)
-    res.domain_classifier_accuracy = dict(zip(train.label_names, np.round(ext.accuracy, 3).tolist()))
+    res.domain_classifier_accuracy = ext.accuracies
     return res

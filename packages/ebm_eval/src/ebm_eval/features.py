@@ -9,9 +9,14 @@ training) gives features and class probabilities; its scores are reported as ``f
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import itertools
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -90,17 +95,21 @@ class InceptionExtractor(Extractor):
 
 
 class DomainNet(nn.Module):
-    """A small CNN with one classification head per label column; features are its pooled 128-d code."""
+    """A small CNN with one classification head per label column; features are its 128-d code.
+
+    The last feature map is pooled to 4x4, not 1x1, so position (an attribute of the shapes set) is kept.
+    """
 
     def __init__(self, *, in_channels: int, num_classes: tuple[int, ...], width: int = 32) -> None:
         super().__init__()
         self.num_classes = tuple(num_classes)
         self.body = nn.Sequential(
             nn.Conv2d(in_channels, width, 3, padding=1), nn.GroupNorm(8, width), nn.SiLU(),
+            nn.Conv2d(width, width, 3, padding=1), nn.GroupNorm(8, width), nn.SiLU(),
             nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.GroupNorm(8, 2 * width), nn.SiLU(),
             nn.Conv2d(2 * width, 4 * width, 3, stride=2, padding=1), nn.GroupNorm(8, 4 * width), nn.SiLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten())  # (B, 4w)
-        self.heads = nn.ModuleList(nn.Linear(4 * width, k) for k in self.num_classes)
+            nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(16 * 4 * width, 128), nn.SiLU())  # (B, 128)
+        self.heads = nn.ModuleList(nn.Linear(128, k) for k in self.num_classes)
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         h = self.body(x)
@@ -121,23 +130,43 @@ def joint_probs(logits: list[Tensor], *, max_classes: int = 4096) -> Tensor:
     return joint
 
 
-def train_domain_net(train: ImageSet, test: ImageSet, *, epochs: int = 6, batch_size: int = 128, seed: int = 0,
-                     progress: bool = True) -> tuple[DomainNet, list[float]]:
-    """Fit the classifier on real training images (with light noise, so samples are in its domain)."""
-    g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
+@dataclass(frozen=True)
+class JudgeSettings:
+    """How a judge is trained; part of its cache key with the content hash of its training data."""
+
+    steps: int = 500  # optimiser steps, whatever the dataset's size (about 3 epochs of shapes, 45 of digits)
+    batch_size: int = 128
+    lr: float = 3e-3
+    max_noise: float = 0.06  # per-image Gaussian noise std drawn from U(0, max_noise): samples are not noise-free
+    max_shift: int = 1  # random translation in pixels (digits and image data; the shapes' position is a label)
+    seed: int = 0
+    version: int = 2  # bump when the network or the recipe changes
+
+
+def train_domain_net(train: ImageSet, test: ImageSet, *, settings: JudgeSettings = JudgeSettings(),
+                     shift: bool = True, progress: bool = True) -> tuple[DomainNet, list[float]]:
+    """Fit the classifier on real training images with noise (and shifts when ``shift``), so that generated
+    samples are in its domain; one-cycle Adam. Returns the net and its accuracy per head on ``test``."""
+    s = settings
+    g = torch.Generator().manual_seed(s.seed)
+    torch.manual_seed(s.seed)
     net = DomainNet(in_channels=train.images.shape[1], num_classes=train.num_classes)
-    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
-    n = len(train)
-    for _ in tqdm(range(epochs), desc="domain classifier", disable=not progress, leave=False):
-        for idx in torch.randperm(n, generator=g).split(batch_size):
-            x, y = train.batch(idx)
-            x = (x + 0.02 * torch.randn_like(x)).clamp(0, 1)
-            _, logits = net(x)
-            loss = sum(F.cross_entropy(lg, y[:, a]) for a, lg in enumerate(logits))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    opt = torch.optim.Adam(net.parameters(), lr=s.lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=s.lr, total_steps=s.steps)
+    epochs = math.ceil(s.steps * s.batch_size / len(train))
+    batches = (idx for _ in range(epochs) for idx in torch.randperm(len(train), generator=g).split(s.batch_size))
+    for idx in tqdm(itertools.islice(batches, s.steps), total=s.steps, desc="judge", disable=not progress, leave=False):
+        x, y = train.batch(idx)
+        if shift and s.max_shift:
+            dx, dy = torch.randint(-s.max_shift, s.max_shift + 1, (2,), generator=g).tolist()
+            x = torch.roll(x, (dy, dx), dims=(2, 3))
+        x = (x + s.max_noise * torch.rand(len(x), 1, 1, 1, generator=g) * torch.randn_like(x)).clamp(0, 1)
+        _, logits = net(x)
+        loss = sum(F.cross_entropy(lg, y[:, a]) for a, lg in enumerate(logits))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
     net.eval()
     return net, head_accuracy(net, test)
 
@@ -153,12 +182,21 @@ def head_accuracy(net: DomainNet, data: ImageSet) -> list[float]:
 
 
 class DomainExtractor(Extractor):
-    """Features and joint class probabilities of a trained ``DomainNet``."""
+    """Features and joint class probabilities of a trained ``DomainNet``: the dataset's judge.
+
+    ``accuracy``: its accuracy per label column (``label_names``) on the dataset's real test split.
+    """
 
     metric_suffix = "_domain"
 
-    def __init__(self, net: DomainNet, *, key: str, accuracy: list[float]) -> None:
+    def __init__(self, net: DomainNet, *, key: str, accuracy: list[float], label_names: tuple[str, ...] = ()) -> None:
         self.net, self.name, self.accuracy = net.eval(), f"domain-{key}", accuracy
+        self.label_names = tuple(label_names) or tuple(f"label{i}" for i in range(len(accuracy)))
+
+    @property
+    def accuracies(self) -> dict[str, float]:
+        """Test accuracy per label column, e.g. {'shape': 0.995, 'colour': 1.0, ...}."""
+        return dict(zip(self.label_names, (round(a, 4) for a in self.accuracy)))
 
     def to(self, device: str | torch.device) -> "DomainExtractor":
         self.net.to(device)
@@ -174,20 +212,73 @@ class DomainExtractor(Extractor):
             probs.append(joint_probs(logits).cpu())
         return Extracted(torch.cat(feats), torch.cat(probs))
 
+    @torch.no_grad()
+    def head_probs(self, images: Tensor, *, batch_size: int = 500) -> list[Tensor]:
+        """p(label column a | x) for every column: a list of (N, K_a) tensors."""
+        device = next(self.net.parameters()).device
+        out: list[list[Tensor]] = [[] for _ in self.net.num_classes]
+        for i in range(0, len(images), batch_size):
+            _, logits = self.net(images[i:i + batch_size].float().to(device))
+            for a, lg in enumerate(logits):
+                out[a].append(torch.softmax(lg.double(), dim=1).cpu())
+        return [torch.cat(p) for p in out]
+
     def predict(self, images: Tensor) -> Tensor:
         """Predicted label columns (N, A)."""
-        with torch.no_grad():
-            _, logits = self.net(images.float().to(next(self.net.parameters()).device))
-        return torch.stack([lg.argmax(1) for lg in logits], dim=1).cpu()
+        return torch.stack([p.argmax(1) for p in self.head_probs(images)], dim=1)
 
 
-def dataset_extractor(data: DataConfig, train: ImageSet, *, test: ImageSet | None = None,
-                      progress: bool = False) -> DomainExtractor:
-    """The domain classifier of a dataset (``train`` as loaded from ``data``), trained once, then cached
-    under ``cache_dir()`` by dataset, resolution, seed and size; scored on the test split."""
-    key = f"{data.name}-{data.resolution}px-seed{data.seed}-n{len(train)}"
-    return domain_extractor(train, test if test is not None else load_dataset(data, split="test"), key=key,
-                            progress=progress)
+JUDGE_SHAPES_TRAIN = 20_000  # shapes are procedural: the judge gets its own larger draw, not the model's train split
+JUDGE_SHAPES_SEED = 7_000_003
+
+
+def judge_data(data: DataConfig) -> tuple[ImageSet, ImageSet]:
+    """The judge's training and test images for a dataset, with every label column (``data.labels`` ignored).
+
+    Shapes: its own draw of ``JUDGE_SHAPES_TRAIN`` images (and of a fifth as many test images) at the config's
+    resolution, the same for every shapes config; others: the dataset's own train and test splits.
+    """
+    full = dataclasses.replace(data, labels=())
+    if data.name == "shapes":  # the same generator as every shapes config; the test draw is disjoint from training
+        full = dataclasses.replace(full, num_train=JUDGE_SHAPES_TRAIN, seed=JUDGE_SHAPES_SEED)
+    return load_dataset(full, split="train"), load_dataset(full, split="test")
+
+
+def dataset_extractor(data: DataConfig, *, settings: JudgeSettings = JudgeSettings(), cache: Path | None = None,
+                      progress: bool = False, log: Callable[[str], Any] | None = None) -> DomainExtractor:
+    """The dataset's judge (domain classifier): trained once, then cached under ``cache_dir()`` by the content
+    hash of its training images and labels and its settings. Its test accuracies travel with it."""
+    train, test = judge_data(data)
+    return domain_extractor(train, test, settings=settings, cache=cache, progress=progress, log=log,
+                            shift=data.name != "shapes")
+
+
+def domain_extractor(train: ImageSet, test: ImageSet, *, settings: JudgeSettings = JudgeSettings(), shift: bool = True,
+                     cache: Path | None = None, progress: bool = True,
+                     log: Callable[[str], Any] | None = None) -> DomainExtractor:
+    """The judge for ``train``/``test``, cached as ``domain-<name>-<R>px-<content hash>.pt``."""
+    h = hashlib.sha256()
+    for t in (train.images, train.labels, test.images, test.labels):
+        h.update(t.contiguous().numpy().tobytes())
+    h.update(repr((settings, shift, train.num_classes)).encode())
+    key = f"{train.name}-{train.images.shape[-1]}px-{h.hexdigest()[:16]}"
+    path = (cache or cache_dir()) / f"domain-{key}.pt"
+    if path.is_file():
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        net = DomainNet(in_channels=int(state["in_channels"]), num_classes=tuple(state["num_classes"]))
+        net.load_state_dict(state["weights"])
+        return DomainExtractor(net, key=key, accuracy=list(state["accuracy"]), label_names=train.label_names)
+    if log:
+        log(f"training the {train.name} judge on {len(train)} images (once; cached in {path})")
+    net, acc = train_domain_net(train, test, settings=settings, shift=shift, progress=progress)
+    from ebm_core.checkpoint import save_checkpoint
+
+    save_checkpoint({"weights": net.state_dict(), "num_classes": list(net.num_classes), "accuracy": acc,
+                     "in_channels": train.images.shape[1]}, path, fmt="ebm_eval.domain/2")
+    ext = DomainExtractor(net, key=key, accuracy=acc, label_names=train.label_names)
+    if log:
+        log(f"{train.name} judge test accuracy: {ext.accuracies}")
+    return ext
 
 
 def fid_to_data(ext: Extractor, x: Tensor, data: ImageSet, *, n_ref: int = 1000, seed: int = 0) -> float:
@@ -195,21 +286,3 @@ def fid_to_data(ext: Extractor, x: Tensor, data: ImageSet, *, n_ref: int = 1000,
     idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n_ref]
     real = data.images[idx].float() / 255
     return frechet_distance(*feature_stats(ext(x).features.numpy()), *feature_stats(ext(real).features.numpy()))
-
-
-def domain_extractor(train: ImageSet, test: ImageSet, *, key: str, cache: Path | None = None,
-                     progress: bool = True) -> DomainExtractor:
-    """The domain classifier for a dataset, trained once and cached under ``cache_dir()`` as ``domain-<key>.pt``."""
-    path = (cache or cache_dir()) / f"domain-{key}.pt"
-    if path.is_file():
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        net = DomainNet(in_channels=int(state["in_channels"]), num_classes=tuple(state["num_classes"]))
-        net.load_state_dict(state["weights"])
-        return DomainExtractor(net, key=key, accuracy=list(state["accuracy"]))
-    net, acc = train_domain_net(train, test, progress=progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    from ebm_core.checkpoint import save_checkpoint
-
-    save_checkpoint({"weights": net.state_dict(), "num_classes": list(net.num_classes), "accuracy": acc,
-                     "in_channels": train.images.shape[1]}, path, fmt="ebm_eval.domain/1")
-    return DomainExtractor(net, key=key, accuracy=acc)

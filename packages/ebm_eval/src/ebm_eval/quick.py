@@ -1,18 +1,38 @@
-"""A cheap quality figure for sweeps: domain FID of a few hundred EMA samples (never Inception FID)."""
+"""The quality figures of a model while it trains, for sweeps and the end of a run: ``quality`` of a few
+hundred EMA samples beside a held-out real split of the same size (never Inception FID)."""
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
+from ebm_core.config import Config
+
+from ebm_core.data import load_dataset
 from ebm_core.pipeline import generate
 from ebm_core.trainer import Trainer
 
-from .features import dataset_extractor, fid_to_data
+from .features import dataset_extractor
+from .quality import held_out_quality, quality, real_subset
 
 
-def quick_quality(trainer: Trainer, *, n: int = 256) -> dict[str, float]:
-    """{'eval/fid_domain': ...} for an unconditional trainer on a labelled dataset; {} otherwise."""
+def quick_quality(trainer: Trainer, *, n: int | None = None) -> dict[str, float]:
+    """``eval/*`` figures of ``n`` EMA samples against 1 000 training images and ``real/*`` of ``n`` test images,
+    plus the judge's test accuracy per label (``judge/accuracy/<label>``), for an unconditional trainer on a
+    labelled dataset; {} otherwise. ``n``: ``jobs.quality_samples`` by default."""
     cfg = trainer.cfg
-    if cfg.model.num_classes:
+    n = cfg.jobs.quality_samples if n is None else n
+    if cfg.model.num_classes or n < 2:
         return {}
-    ext = dataset_extractor(cfg.data, trainer.data)
+    judge = dataset_extractor(cfg.data)
     x = generate(trainer.ema.module, cfg, num_samples=n, channels=trainer.shape[0], device=trainer.device).cpu()
-    return {"eval/fid_domain": fid_to_data(ext, x, trainer.data)}
+    reference = real_subset(trainer.data)
+    figures = quality(judge, x, reference, dataset=cfg.data.name)
+    real = held_out_quality(judge, reference, load_dataset(cfg.data, split="test"), n, dataset=cfg.data.name)
+    return {**figures, **real, "eval/num_samples": float(n), **{f"judge/accuracy/{k}": v for k, v in judge.accuracies.items()}}
+
+
+def prepare_judge(cfg: Config, *, log: Callable[[str], Any] = print) -> None:
+    """Train (or find cached) the judge ``quick_quality`` will need, here and now with every core and a progress
+    bar, instead of silently inside a one-thread worker; a no-op when no quality figures will be asked for."""
+    if cfg.jobs.quality_samples and not cfg.model.num_classes:
+        dataset_extractor(cfg.data, progress=True, log=log)

@@ -1,15 +1,18 @@
 """The reproduction report: curves drawn from the runs, one verdict per claim, ``RESULTS.md``.
 
-A verdict compares two groups of per-seed numbers (claim: A beats B). "reproduced": the mean
-difference goes the claimed way by more than twice its standard error; "not reproduced": it goes
-the other way by as much; "inconclusive": anything in between, or fewer than two seeds a side.
-Every number comes from the run that this report describes; no seed is dropped.
+A verdict compares two groups of per-seed numbers (claim: A beats B) with Welch's t-test, one-sided
+(unequal variances; scipy's ``ttest_ind``). "reproduced": p < 0.05 for the claimed direction;
+"not reproduced": p < 0.05 for the opposite one; "inconclusive": neither, or fewer than two seeds a
+side. Each verdict carries its p-value and effect size (Cohen's d, signed so that positive is the
+claimed way) and, when inconclusive, the seeds per side a test with 80 % power would need at that
+effect size. Every number comes from the run that this report describes; no seed is dropped.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
+from statistics import NormalDist
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -28,13 +31,52 @@ WARMUP = 0.2  # Fig. 8's spike measure ignores the first 20 % of iterations
 RATIO_FLOOR = 0.05  # Fig. 9: "non-negligible" means grad_norm/kl >= 5 % of grad_norm/cd here
 
 
+ALPHA = 0.05  # one-sided significance level of every two-group verdict
+POWER = 0.8  # for the seeds-needed estimate of an inconclusive claim
+
+
+@dataclass
+class Welch:
+    """Welch's one-sided t-test of "A beats B": p for the claimed and the opposite direction, Cohen's d."""
+
+    p: float  # claimed direction
+    p_opposite: float
+    d: float  # (mean A - mean B) / pooled sd, positive = the claimed way
+    n: tuple[int, int]
+
+    def seeds_needed(self) -> int | None:
+        """Seeds per side for a one-sided test at ``ALPHA`` with ``POWER`` if the true effect were ``d`` (normal
+        approximation, n = 2 (z_(1-alpha) + z_power)^2 / d^2, plus one for the t distribution); None for d <= 0."""
+        if not self.d > 0:
+            return None
+        z = NormalDist().inv_cdf(1 - ALPHA) + NormalDist().inv_cdf(POWER)
+        return math.ceil(2 * (z / self.d) ** 2) + 1
+
+
 @dataclass
 class Claim:
-    """One row of the summary: the paper's claim, our numbers, the verdict."""
+    """One row of the summary: the paper's claim, our numbers, the verdict (with its test, when two groups)."""
 
     claim: str
     ours: str
     verdict: str
+    test: Welch | None = None
+
+
+def welch(a: list[float], b: list[float], *, higher_is_better: bool) -> Welch:
+    """The test behind ``verdict``; groups of at least two values."""
+    from scipy.stats import ttest_ind
+
+    pooled = math.sqrt(((len(a) - 1) * statistics.variance(a) + (len(b) - 1) * statistics.variance(b))
+                       / (len(a) + len(b) - 2))
+    diff = (statistics.mean(a) - statistics.mean(b)) * (1 if higher_is_better else -1)
+    if pooled == 0:  # no variance on either side: the difference is exact
+        p, p_opp = (0.0, 1.0) if diff > 0 else ((1.0, 0.0) if diff < 0 else (1.0, 1.0))
+        return Welch(p, p_opp, math.copysign(math.inf, diff) if diff else 0.0, (len(a), len(b)))
+    better, worse = ("greater", "less") if higher_is_better else ("less", "greater")
+    p = float(ttest_ind(a, b, equal_var=False, alternative=better).pvalue)
+    p_opp = float(ttest_ind(a, b, equal_var=False, alternative=worse).pvalue)
+    return Welch(p, p_opp, diff / pooled, (len(a), len(b)))
 
 
 @dataclass
@@ -67,23 +109,37 @@ def fmt(values: list[float], digits: int = 3) -> str:
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f} (n={len(values)}: {vals})"
 
 
-def verdict(a: list[float], b: list[float], *, higher_is_better: bool) -> str:
-    """Claim: group ``a`` beats group ``b`` (see the module docstring for the rule)."""
-    if len(a) < 2 or len(b) < 2:
+def verdict(test: Welch | None) -> str:
+    """"reproduced", "not reproduced" or "inconclusive" with p and d (see the module docstring for the rule)."""
+    if test is None:
         return "inconclusive (fewer than 2 seeds)"
-    d = statistics.mean(a) - statistics.mean(b)
-    d = d if higher_is_better else -d
-    se = math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b))
-    if d > 2 * se and d > 0:
-        return "reproduced"
-    if d < -2 * se and d < 0:
-        return "not reproduced"
-    return "inconclusive"
+    stats = f"p = {test.p:.3g}, d = {test.d:.2f}"
+    if test.p < ALPHA:
+        return f"reproduced ({stats})"
+    if test.p_opposite < ALPHA:
+        return f"not reproduced (p = {test.p_opposite:.3g} the other way, d = {test.d:.2f})"
+    return f"inconclusive ({stats})"
 
 
 def compared(claim: str, ours: str, a: list[float], b: list[float], *, higher_is_better: bool) -> Claim:
-    """One summary row: the paper's claim that A beats B, our numbers, and the verdict."""
-    return Claim(claim, ours, verdict(a, b, higher_is_better=higher_is_better))
+    """One summary row: the paper's claim that A beats B, our numbers, and the verdict of Welch's test."""
+    test = welch(a, b, higher_is_better=higher_is_better) if len(a) >= 2 and len(b) >= 2 else None
+    return Claim(claim, ours, verdict(test), test)
+
+
+def needed_scale(c: Claim, seeds: int) -> str:
+    """What would decide an inconclusive claim, from its measured effect size and variance."""
+    if c.test is None:
+        return "not a two-group comparison at this scale: more runs (a larger scale) are the only way to decide it"
+    n = c.test.seeds_needed()
+    if n is None:
+        return (f"the measured effect goes the other way (d = {c.test.d:.2f}): more seeds at this scale would at best "
+                "show that; the effect the paper reports needs longer training (the `full` scale) to appear, if at all")
+    if n <= seeds:
+        return f"d = {c.test.d:.2f}: {n} seeds per side should suffice; this run's spread was unlucky"
+    return (f"d = {c.test.d:.2f}: about {n} seeds per side (this run: {c.test.n[0]} and {c.test.n[1]}) for 80 % power"
+            + (" at this scale" if n <= 40 else "; an effect this small is better tested at a larger scale "
+               "(longer training), where the paper measured it"))
 
 
 def all_or_none(flags: list[bool]) -> str:
@@ -282,16 +338,31 @@ def analyse(rep: Reproduction, cfg: Config) -> list[Claim]:
 
 # Sections: the tables and sentences of the report ----------------------------------------------------------
 
+FIGURES = (("recognisability", "recognisability"), ("colour_distance", "colour distance"), ("precision", "precision"),
+           ("recall", "recall"))  # ebm_eval.quality's figures beside FID in Table 2 (means over seeds)
+
+
+def mean_of(rs: list[RunResult], key: str) -> str:
+    vals = [r.row[key] for r in rs if r.row.get(key) is not None]
+    return f"{statistics.mean(vals):.3f}" if vals else "n/a"
+
+
 def table2_section(rep: Reproduction, cfg: Config) -> str:
     fid = table2_fids(rep.runs)
-    lines = ["| row | L_opt | L_ent | aug | multi-scale | FID-domain (lower is better) | stable (finished without diverging) |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| row | L_opt | L_ent | aug | multi-scale | FID-domain (lower is better) | "
+             + " | ".join(name for _, name in FIGURES) + " | stable (finished without diverging) |",
+             "| --- " * (7 + len(FIGURES)) + "|"]
     for v in TABLE2:
         rs = runs_of(rep.runs, v)
         stable = len(rs) - sum(r.diverged for r in rs) - sum(not r.finished for r in rs)
         yes = lambda k: "x" if v.overrides[k] else ""  # noqa: E731
         lines.append(f"| {v.name} | {yes('loss.use_opt')} | {yes('loss.use_ent')} | {yes('augment.enabled')} | "
-                     f"{yes('model.multiscale')} | {fmt(fid[v], 2)} | {stable}/{len(rs)} |")
+                     f"{yes('model.multiscale')} | {fmt(fid[v], 2)} | "
+                     + " | ".join(mean_of(rs, f"eval/{k}") for k, _ in FIGURES) + f" | {stable}/{len(rs)} |")
+    real = next((r.row for r in rep.runs if "real/fid_domain" in r.row), None)
+    if real is not None:
+        lines.append("| *held-out real images* | | | | | " + f"{real['real/fid_domain']:.2f} | "
+                     + " | ".join(f"{real.get(f'real/{k}', float('nan')):.3f}" for k, _ in FIGURES) + " | |")
     return "\n".join(lines)
 
 
@@ -390,9 +461,11 @@ the evaluations {ev.wall_s / 60:.1f} min. MLflow: run `{rep.mlflow_run_id}` (the
 
 Scale: {spec.note}. Seeds per configuration: {spec.seeds} (composition: {spec.comp_seeds}).
 Every number below comes from this run; no seed was dropped. Values are mean ± standard deviation
-over seeds, followed by each seed's value. **Verdict rule:** a claim "A beats B" is *reproduced* when
-the mean difference goes the claimed way by more than twice its standard error, *not reproduced*
-when it goes the other way by as much, and *inconclusive* otherwise (or with fewer than 2 seeds).
+over seeds, followed by each seed's value. **Verdict rule** (fixed before the run): a claim "A beats B"
+is *reproduced* when Welch's one-sided t-test gives p < {ALPHA} for the claimed direction, *not
+reproduced* when it gives p < {ALPHA} for the opposite direction, and *inconclusive* otherwise (or
+with fewer than 2 seeds). Each verdict shows p and the effect size d (Cohen's d, positive = the
+claimed way); the last section says, per inconclusive claim, what it would take to decide it.
 At this scale (minutes of CPU training on 16x16 shapes) many effects the paper reports after a
 day of GPU training are not expected to show; an inconclusive verdict says exactly that.
 
@@ -403,6 +476,10 @@ day of GPU training are not expected to show; an inconclusive verdict says exact
 """ + "\n".join(f"| {c.claim} | {c.ours} | **{c.verdict}** |" for c in claims) + f"""
 
 ## 1. Ablation (Table 2)
+
+FID-domain and the quality figures of `ebm_eval.quality` ({config.jobs.quality_samples} EMA samples per run against 1 000
+training images, by the shapes judge: test accuracy {ev.domain_classifier_accuracy}); the last row is a
+held-out real split of the same size measured the same way.
 
 {md['table2']}
 
@@ -458,6 +535,14 @@ nothing else running ({spec.kl_cost_repeats} timed steps after one warm-up). The
 figures are in `benchmarks/results/core.json`.
 
 {md['kl_cost']}
+
+## 9. What would decide the inconclusive claims
+
+Seeds per side for a one-sided Welch test at p < {ALPHA} with {POWER:.0%} power, if the true effect were
+the one measured here (normal approximation, n = 2 (z_0.95 + z_0.8)^2 / d^2 + 1).
+
+""" + "\n".join(f"- **{c.claim}**: {needed_scale(c, spec.seeds)}" for c in claims
+            if c.verdict.startswith("inconclusive")) + f"""
 
 ## How to run it
 

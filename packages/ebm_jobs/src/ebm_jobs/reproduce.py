@@ -132,9 +132,9 @@ def reproduce(scale_name: str, *, out: Path | None = None, report: Path, overrid
     base = base.override({"jobs.tracking_uri": uri})
     log(f"reproduce {scale_name}: {len(trials)} training runs; MLflow run {run_id} at {uri}")
 
-    log("domain classifiers for the quality metric (trained once, cached)")
-    dataset_extractor(base.data, train_data)
-    dataset_extractor(comp_base.data, comp_data)
+    log("the judges (domain classifiers) of the quality figures (trained once, cached)")
+    for data in (base.data, comp_base.data):
+        log(f"  {data.name} {data.resolution}px judge test accuracy: {dataset_extractor(data, log=log).accuracies}")
     log("stage 1/4: cost of the KL term (alone on the machine)")
     cost = {f"K{K}": kl_cost(base.override({"sampler.steps": K, "train.run_dir": str(out / "kl_cost")}),
                              repeats=scale.kl_cost_repeats, device="cpu" if not torch.cuda.is_available() else None)

@@ -9,6 +9,7 @@ model, then FINISHED. ``tracking.json`` in the run directory records the outcome
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -18,7 +19,7 @@ from ebm_core.callbacks import Callback, RunDirWriter
 from ebm_core.config import Config
 from ebm_core.trainer import DivergenceError, GradReduce, Trainer
 
-from .storage import Mirror, RunStorage
+from .storage import QUALITY_FILE, Mirror, RunStorage
 from .tracking import MLflowCallback, record_tracking, start_run, terminal_status
 
 
@@ -76,6 +77,8 @@ def train_run(cfg: Config, *, rank: int = 0, world_size: int = 1, storage: RunSt
             tracker.end(terminal_status(False), error=str(e))
     else:
         outcome.extra = extra_metrics(trainer) if extra_metrics is not None and rank == 0 else {}
+        if outcome.extra:
+            (trainer.run_dir / QUALITY_FILE).write_text(json.dumps(outcome.extra, indent=2))
         if tracker is not None:
             tracker.finish(trainer, outcome.extra)
     if rank == 0:

@@ -31,6 +31,7 @@ from ebm_core.config import ConfigError
 
 JOB_FILE = "job.json"
 TRACKING_FILE = "tracking.json"
+QUALITY_FILE = "quality.json"  # the quality figures of the final EMA model (ebm_eval.quality)
 RAY_CHECKPOINT_PREFIX = "checkpoint_"  # Ray Train's own checkpoint directories; never mirrored into a scratch copy
 
 

@@ -34,6 +34,7 @@ from ebm_core.config import Config, ConfigError  # noqa: E402
 from ebm_core.recipes import TABLE2  # noqa: E402
 from ebm_core.runs import config_from_args, new_run_dir  # noqa: E402
 from ebm_core.trainer import Trainer  # noqa: E402
+from ebm_eval.quick import prepare_judge, quick_quality  # noqa: E402
 
 from .arguments import add_sweep_arguments, module_main  # noqa: E402
 from .cluster import init_ray  # noqa: E402
@@ -54,7 +55,8 @@ METRICS = {"stability": STABILITY, "fid_domain": "eval/fid_domain"}  # --asha-me
 class TuneReport(Callback):
     """Report the trainer's metrics to Tune every ``log_every`` iterations (ASHA decides on them), with a trial
     checkpoint every ``checkpoint_every`` (a retried or restored trial continues from it). Each report carries
-    ``energy/diff_abs_avg``; with ``fid_domain`` also the FID-domain of 256 EMA samples (seconds per report).
+    ``energy/diff_abs_avg``; with ``fid_domain`` also the quality figures of ``jobs.quality_samples`` EMA samples
+    (seconds per report).
 
     The last iteration is left to the trial's final report, which carries the summary fields: a
     scheduler stops a trial once it reports ``step == max_t``.
@@ -66,8 +68,6 @@ class TuneReport(Callback):
     def figures(self, trainer: Trainer, metrics: dict[str, float]) -> dict[str, float]:
         out = {"step": trainer.step_count, **metrics, STABILITY: stability(trainer)}
         if self.metric == "fid_domain":
-            from ebm_eval.quick import quick_quality
-
             out.update(quick_quality(trainer))
         return out
 
@@ -105,10 +105,8 @@ def run_trial(params: dict[str, Any]) -> None:
         from .train import fit
 
         result = fit(cfg, resume=True, parent_run_id=params["parent_run_id"], tags=params["tags"], tune_report=True)
-        tune.report({**result.metrics, "diverged": float(result.diverged), "run_id": result.run_id})
+        tune.report({**result.metrics, **result.quality, "diverged": float(result.diverged), "run_id": result.run_id})
         return
-    from ebm_eval.quick import quick_quality
-
     cfg, storage = prepare(cfg, resume=True)
     record_job(storage, cfg)
     local = storage.local_dir()
@@ -173,6 +171,7 @@ def sweep(cfg: Config, trials: list[tuple[str, dict[str, Any]]] = (), *, sweep_d
         for key, (_, args) in space.items():
             cfg.override({**over, key: args[0]})
     parent_cfg, storage = prepare(cfg.override({"train.run_dir": str(Path(sweep_dir).expanduser().resolve())}))
+    prepare_judge(cfg)  # every trial's quality figures use it: trained once, here, with every core
     tags = source_tags()
     total = trial_count(list(variants), grid, search, num_samples)
     uri, parent_id = start_run(parent_cfg, run_name=name or f"sweep-{cfg.preset}-{storage.name}", parent_run_id=parent_run_id,

@@ -23,14 +23,25 @@ def status(row: dict[str, Any]) -> str:
     return f"stopped at {row.get('step', '?')}" + (f" ({row['error']})" if row.get("error") else "")
 
 
+FIGURES = ("fid_domain", "recognisability", "classes_present", "colour_distance", "precision", "recall",
+           "shape_agreement")  # ebm_eval.quality's figures, as columns when the trials measured them
+
+
 def summary_table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| trial | overrides | final energy/diff | max abs diff (last 1/4) | stable | quality |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    """One line per trial (overrides, final energy/diff, stability, quality figures), then the held-out real
+    split's figures as the yardstick."""
+    figs = [f for f in FIGURES if any(f"eval/{f}" in r for r in rows)]
+    cell = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    lines = ["| trial | overrides | final energy/diff | max abs diff (last 1/4) | stable | " + " | ".join(figs) + " |",
+             "| --- " * (5 + len(figs)) + "|"]
     for r in rows:
-        q = ", ".join(f"{k}={v:.3f}" for k, v in r.items() if k.startswith("eval/")) or "n/a"
         diff, tail = r.get("energy/diff"), r.get("energy/diff_max_abs_last_quarter")
         lines.append(f"| {r['trial']} | {r['overrides']} | {'n/a' if diff is None else f'{diff:.4f}'} | "
-                     f"{'n/a' if tail is None else f'{tail:.4f}'} | {status(r)} | {q} |")
+                     f"{'n/a' if tail is None else f'{tail:.4f}'} | {status(r)} | "
+                     + " | ".join(cell(r.get(f"eval/{f}")) for f in figs) + " |")
+    real = next((r for r in rows if any(k.startswith("real/") for k in r)), None)
+    if real is not None and figs:
+        lines.append("| *held-out real images* | | | | | " + " | ".join(cell(real.get(f"real/{f}")) for f in figs) + " |")
     return "\n".join(lines)
 
 

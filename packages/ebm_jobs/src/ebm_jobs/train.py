@@ -15,11 +15,12 @@ command submitted again continues from it too.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,9 +31,10 @@ from ebm_core.cli import report_error  # noqa: E402
 from ebm_core.config import Config, ConfigError  # noqa: E402
 from ebm_core.runs import (add_config_args, check_new_run, config_from_args, new_named_dir, numbered,  # noqa: E402
                            overrides_from_args)
+from ebm_eval.quick import prepare_judge  # noqa: E402
 
 from .cluster import init_ray  # noqa: E402
-from .storage import JOB_FILE, TRACKING_FILE, RunStorage, check_shared, check_writable, storage_for  # noqa: E402
+from .storage import JOB_FILE, QUALITY_FILE, TRACKING_FILE, RunStorage, check_shared, check_writable, storage_for  # noqa: E402
 from .tracking import config_params, source_tags, ui_address  # noqa: E402
 
 
@@ -45,6 +47,7 @@ class TrainResult:
     checkpoint_path: str | None
     diverged: bool
     already_finished: bool = False  # a resubmitted job whose run had finished: nothing ran
+    quality: dict[str, float] = field(default_factory=dict)  # the final EMA model's figures (ebm_eval.quality)
 
 
 RESUMABLE_CHANGES = {"train.iterations", "train.progress", "train.run_dir", "jobs.max_failures", "jobs.tracking_uri"}
@@ -107,6 +110,7 @@ def fit(cfg: Config, *, resume: bool = False, parent_run_id: str | None = None, 
     init_ray(log_to_driver=True)  # $RAY_ADDRESS (set by `ray job submit`) or a private local Ray
     check_shared(storage)
     record_job(storage, cfg)
+    prepare_judge(cfg, log=functools.partial(print, "ebm_jobs.train:"))  # cached where this node's workers find it
     j = cfg.jobs
     callbacks = []
     if tune_report:
@@ -129,7 +133,12 @@ def fit(cfg: Config, *, resume: bool = False, parent_run_id: str | None = None, 
     tracking = storage.read_json(TRACKING_FILE) or {}
     return TrainResult(run_dir=storage.uri, tracking_uri=tracking.get("tracking_uri"), run_id=tracking.get("run_id"),
                        metrics=metrics, checkpoint_path=result.checkpoint.path if result.checkpoint else None,
-                       diverged=bool(metrics.get("diverged")))
+                       diverged=bool(metrics.get("diverged")), quality=storage.read_json(QUALITY_FILE) or {})
+
+
+def judge_accuracy(figures: dict[str, float]) -> dict[str, float]:
+    """{'shape': 1.0, ...} from the ``judge/accuracy/<label>`` entries of quality figures."""
+    return {k.removeprefix("judge/accuracy/"): v for k, v in figures.items() if k.startswith("judge/accuracy/")}
 
 
 def default_run_name(cfg: Config) -> str:
@@ -221,6 +230,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ebm_jobs.train: {result.metrics.get('error')}", file=sys.stderr)
         return 3
     print(f"ebm_jobs.train: final energy/diff {result.metrics.get('energy/diff'):.4f} at step {result.metrics.get('step')}")
+    if result.quality:
+        from ebm_eval.quality import summary_lines
+
+        n = result.quality.get("eval/num_samples", 0)
+        print(f"ebm_jobs.train: quality of {n:.0f} EMA samples beside {n:.0f} held-out real images (ebm_eval.quality); "
+              f"judge test accuracy {judge_accuracy(result.quality)}")
+        for line in summary_lines(result.quality):
+            print(f"ebm_jobs.train:   {line}")
     return 0
 
 

@@ -27,6 +27,7 @@ from ebm_core.checkpoint import load_checkpoint, save_checkpoint
 from ebm_core.config import Config
 from ebm_core.distributed import all_reduce_mean, broadcast_from_rank0
 from ebm_core.trainer import Trainer
+from ebm_eval.quick import quick_quality
 
 from .run import STABILITY, stability, train_run
 from .storage import RunStorage
@@ -95,7 +96,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                         extra_tags=loop_config.get("tags"),
                         grad_reduce=all_reduce_mean, device=ray.train.torch.get_device(),  # (1)
                         callbacks=[*(factory(rank) if factory else []), RayReport(rank)],  # (3) last: it has seen the rest
-                        setup=start,
+                        setup=start, extra_metrics=quick_quality,  # the final EMA model's quality figures
                         write_checkpoints=False)  # (4) fit; RayReport writes the checkpoints
     if outcome.diverged:
         ray.train.report({"step": outcome.trainer.step_count, "diverged": 1.0, "error": outcome.error})

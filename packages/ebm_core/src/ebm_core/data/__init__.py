@@ -97,7 +97,11 @@ def _svhn(cfg: DataConfig, train: bool, root: Path) -> ImageSet:
     return ImageSet(resize(images, cfg.resolution), torch.from_numpy(ds.labels).long()[:, None], (10,), ("digit",), "svhn")
 
 
+GREY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # PIL modes without colour
+
+
 def _imagefolder(cfg: DataConfig, train: bool, root: Path) -> ImageSet:
+    """Every image file under ``root``; one channel when every file is greyscale (any split), else RGB."""
     from PIL import UnidentifiedImageError
 
     if not root.is_dir():
@@ -109,19 +113,28 @@ def _imagefolder(cfg: DataConfig, train: bool, root: Path) -> ImageSet:
     perm = np.random.default_rng(cfg.seed).permutation(len(files))
     n_test = max(1, len(files) // 10)
     chosen = perm[n_test:] if train and len(files) > 1 else perm[:n_test]
-    images, labels = [], []
+    images, labels, grey = [], [], True
     for i in chosen:
         try:
             with Image.open(files[i]) as im:
                 if im.width * im.height > MAX_IMAGE_PIXELS:
                     raise _missing("imagefolder", files[i], f"image of {im.width}x{im.height} pixels, more than "
                                    f"{MAX_IMAGE_PIXELS:,} (refused unread; shrink it first)")
+                grey &= im.mode in GREY_MODES or (im.mode == "P" and _grey_palette(im))
                 t = TF.pil_to_tensor(to_rgb(im))
         except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
             raise _missing("imagefolder", files[i], f"unreadable image ({e})") from e
         images.append(resize(t[None], cfg.resolution)[0])
         labels.append(classes.index(files[i].parent.relative_to(root).as_posix()))
-    return ImageSet(torch.stack(images), torch.tensor(labels)[:, None], (max(len(classes), 2),), ("class",), "imagefolder")
+    x = torch.stack(images)
+    return ImageSet(x[:, :1] if grey else x, torch.tensor(labels)[:, None], (max(len(classes), 2),), ("class",),
+                    "imagefolder")
+
+
+def _grey_palette(im: Image.Image) -> bool:
+    """A palette image whose colours are all grey."""
+    pal = np.asarray(im.getpalette() or [], dtype=np.int64).reshape(-1, 3)
+    return bool(len(pal)) and bool((pal.max(1) == pal.min(1)).all())
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
@@ -164,7 +177,7 @@ def _digits(cfg: DataConfig, train: bool) -> ImageSet:
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    images = torch.from_numpy(d.images / 16.0).float()[:, None].expand(-1, 3, -1, -1)  # (1797, 3, 8, 8)
+    images = torch.from_numpy(d.images / 16.0).float()[:, None]  # (1797, 1, 8, 8): greyscale
     images = (TF.resize(images, [cfg.resolution], antialias=True).clamp(0, 1) * 255).round().to(torch.uint8)
     perm = torch.from_numpy(np.random.default_rng(cfg.seed).permutation(len(images)))
     n_test = len(images) // 5
@@ -194,7 +207,17 @@ def load_dataset(cfg: DataConfig, *, split: str = "train") -> ImageSet:
             raise _missing(cfg.name, root, "no such path")
         loaders = {"cifar10": _cifar, "cifar100": _cifar, "svhn": _svhn, "imagefolder": _imagefolder, "imagenet32": _imagenet32}
         data = loaders[cfg.name](cfg, train, root)
+    data = with_channels(data, cfg.channels)
     return select_labels(data, cfg.labels) if cfg.labels else data
+
+
+def with_channels(data: ImageSet, channels: int | None) -> ImageSet:
+    """The images with ``channels`` channels (None: unchanged): RGB to greyscale by ITU-R 601 luma, grey repeated."""
+    have = data.images.shape[1]
+    if channels is None or channels == have:
+        return data
+    images = TF.rgb_to_grayscale(data.images) if channels == 1 else data.images.expand(-1, 3, -1, -1).contiguous()
+    return ImageSet(images, data.labels, data.num_classes, data.label_names, data.name)
 
 
 def select_labels(data: ImageSet, names: tuple[str, ...] | list[str]) -> ImageSet:
