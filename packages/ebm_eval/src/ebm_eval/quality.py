@@ -6,7 +6,7 @@ split of the same size (``held_out_quality``), so that every number has a real-d
 - *recognisability*: the share of samples the judge classifies with confidence >= 0.9 on every label
   column; with the entropy of its predicted classes (first column) against the data's, for mode coverage;
 - *colour fidelity*: the total-variation distance between the pooled RGB colour histograms of samples and
-  data (8 bins per channel); on greyscale data, how far from grey the samples are (mean channel spread);
+  data (4 bins per channel: 8 would count invisible grain near a bin edge as a colour error); on greyscale data, how far from grey the samples are (mean channel spread);
 - *precision / recall*: the k-NN manifold estimate of Kynkäänniemi et al. (2019) in the judge's features;
 - *shape agreement* (shapes only): the share of confident samples whose judged shape is also the nearest
   of the three shapes rendered at the judged colour, size and position, a check that uses no learned model.
@@ -25,7 +25,7 @@ from .features import DomainExtractor
 from .metrics import feature_stats, frechet_distance
 
 CONFIDENT = 0.9  # a sample is recognised when every head's top probability reaches this
-HIST_BINS = 8  # per channel: 512 colour cells
+HIST_BINS = 4  # per channel: 64 cells, the coarsest grid that still separates the shapes data's six colours and background
 NEAREST_K = 3  # Kynkäänniemi et al. (2019) use k = 3
 
 

@@ -113,14 +113,14 @@ def _imagefolder(cfg: DataConfig, train: bool, root: Path) -> ImageSet:
     perm = np.random.default_rng(cfg.seed).permutation(len(files))
     n_test = max(1, len(files) // 10)
     chosen = perm[n_test:] if train and len(files) > 1 else perm[:n_test]
-    images, labels, grey = [], [], True
+    grey = all(_is_grey(f) for f in files)  # every split gets the same channel count
+    images, labels = [], []
     for i in chosen:
         try:
             with Image.open(files[i]) as im:
                 if im.width * im.height > MAX_IMAGE_PIXELS:
                     raise _missing("imagefolder", files[i], f"image of {im.width}x{im.height} pixels, more than "
                                    f"{MAX_IMAGE_PIXELS:,} (refused unread; shrink it first)")
-                grey &= im.mode in GREY_MODES or (im.mode == "P" and _grey_palette(im))
                 t = TF.pil_to_tensor(to_rgb(im))
         except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
             raise _missing("imagefolder", files[i], f"unreadable image ({e})") from e
@@ -131,10 +131,16 @@ def _imagefolder(cfg: DataConfig, train: bool, root: Path) -> ImageSet:
                     "imagefolder")
 
 
-def _grey_palette(im: Image.Image) -> bool:
-    """A palette image whose colours are all grey."""
-    pal = np.asarray(im.getpalette() or [], dtype=np.int64).reshape(-1, 3)
-    return bool(len(pal)) and bool((pal.max(1) == pal.min(1)).all())
+def _is_grey(path: Path) -> bool:
+    """A greyscale file: a grey PIL mode, or a palette of greys (the header only; unreadable files say no)."""
+    try:
+        with Image.open(path) as im:
+            if im.mode != "P":
+                return im.mode in GREY_MODES
+            pal = np.asarray(im.getpalette() or [], dtype=np.int64).reshape(-1, 3)
+            return bool(len(pal)) and bool((pal.max(1) == pal.min(1)).all())
+    except (OSError, ValueError):
+        return False
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
