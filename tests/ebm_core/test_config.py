@@ -77,3 +77,18 @@ def test_run_directories_started_in_the_same_second_differ(tmp_path, monkeypatch
     first, second = runs.new_run_dir(tmp_path), runs.new_run_dir(tmp_path)
     assert first != second and first.is_dir() and second.is_dir()
     assert [first.name, second.name] == ["20260101-000000", "20260101-000000-2"]
+
+
+def test_digits_preset_trains_a_greyscale_model(tmp_path):
+    from ebm_core.pipeline import generate
+    from ebm_core.trainer import Trainer
+
+    cfg = get_preset("digits").override({"train.iterations": 2, "train.batch_size": 4, "buffer.capacity": 16,
+                                         "loss.ent_set_size": 8, "loss.ent_min_buffer": 4,
+                                         "train.run_dir": str(tmp_path), "train.progress": False})
+    assert cfg.data.channels == 1 and not cfg.augment.flip  # a mirrored digit is another glyph
+    trainer = Trainer(cfg)
+    assert trainer.shape == (1, 16, 16)
+    trainer.fit()
+    x = generate(trainer.ema.module, cfg.override({"generate.rounds": 1, "generate.steps": 2}), num_samples=3, channels=1)
+    assert x.shape == (3, 1, 16, 16)

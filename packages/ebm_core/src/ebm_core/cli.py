@@ -2,8 +2,8 @@
 
     ebm train --preset demo                       # train on the embedded shapes, write samples/plots/checkpoint
     ebm train --preset demo --set loss.w_ent=0.3 --set sampler.steps=20
-    ebm train --config my.yaml --resume runs/x/checkpoints/step_0000450.pt
-    ebm sample runs/demo/<time>/checkpoints/step_0000450.pt --num 64 --out grid.png
+    ebm train --config my.yaml --resume runs/x/checkpoints/step_0001000.pt
+    ebm sample runs/demo/<time>/checkpoints/step_0001000.pt --num 64 --out grid.png
     ebm config --preset cifar10 > cifar10.yaml    # every field, to edit and pass back with --config
 """
 

@@ -1,6 +1,6 @@
 """Evaluation jobs on stored models: ``ebm eval`` and ``python -m ebm_jobs.evaluate`` (for ``ray job submit``).
 
-    ebm eval --model runs/demo/<time>/checkpoints/step_0000450.pt --metrics fid,is,ood
+    ebm eval --model runs/demo/<name>/checkpoints/step_0001000.pt --metrics fid,is,quality,ood
     ebm eval --model runs:/<run id>/model --metrics fid,is,ood,comp --tracking-uri http://127.0.0.1:5000
     ray job submit --address http://127.0.0.1:8265 --runtime-env infra/runtime_env.yaml -- python -m ebm_jobs.evaluate --model <MODEL> ...
 
