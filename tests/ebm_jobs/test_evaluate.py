@@ -18,7 +18,6 @@ from ebm_jobs.tracking import MLflowCallback, start_run
 @pytest.fixture
 def stored_model(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setenv("EBM_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no Inception weights: the domain path
     cfg = get_preset("test").override({"train.run_dir": str(tmp_path / "run"), "train.iterations": 2,
                                        "jobs.tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"})
@@ -35,13 +34,17 @@ def stored_model(tmp_path, monkeypatch):
 def test_eval_job_logs_back_to_the_model_run(stored_model, tmp_path):
     uri, run_id, _ = stored_model
     out = tmp_path / "eval"
-    results = evaluate(f"runs:/{run_id}/model", ["fid", "is", "ood"], out=out, num_samples=32, tracking_uri=uri,
-                       sampler={"rounds": 1, "steps": 3}).metrics
+    results = evaluate(f"runs:/{run_id}/model", ["fid", "is", "quality", "ood"], out=out, num_samples=32,
+                       tracking_uri=uri, sampler={"rounds": 1, "steps": 3}).metrics
     assert {"eval/fid_domain", "eval/is_domain", "eval/ood_auroc/average", "eval/ood_auroc_grad/textures"} <= set(results)
+    assert {"eval/recognisability", "eval/colour_distance", "eval/precision", "eval/recall", "eval/shape_agreement",
+            "real/recognisability", "real/colour_distance", "judge/accuracy/shape"} <= set(results)
+    assert "real/fid_domain" not in results  # FID is the fid metric's, from every sample
     assert "eval/fid" not in results  # domain scores are never reported under the Inception names
     assert "MLFLOW_TRACKING_URI" not in os.environ  # no process-wide tracking URI left behind
     run = MlflowClient(uri).get_run(run_id)
     assert run.data.metrics["eval/fid_domain"] == pytest.approx(results["eval/fid_domain"])
+    assert run.data.metrics["eval/recognisability"] == pytest.approx(results["eval/recognisability"])
     arts = {a.path for a in MlflowClient(uri).list_artifacts(run_id, "eval")}
     assert {"eval/ood.md", "eval/ood.json", "eval/eval.json", "eval/samples.png"} <= arts
     # a run id alone resolves to the same model

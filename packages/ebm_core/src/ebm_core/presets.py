@@ -21,9 +21,9 @@ def cifar10() -> Config:
 def demo() -> Config:
     """A few CPU minutes on the embedded 16x16 shapes: recognisable samples, curves and a checkpoint.
 
-    Tuned with ``ebm sweep`` (docs/demo-tuning.md): EMA decay 0.99 over 0.998 (FID-domain about 500 against
+    Tuned with ``ebm sweep`` (docs/demo-tuning.md): EMA decay 0.99 over 0.998 (FID-domain 505 against
     1 700-2 300 at 1 000 iterations), 1 000 iterations (about 3 minutes on 2 cores), K=20 (K=40 was better,
-    FID-domain 283, at twice the time), chains restarted from noise 5 % of the time (always: 1 300).
+    FID-domain 244, at twice the time), chains restarted from noise 5 % of the time (always: 1 332).
     """
     return Config(
         preset="demo",
