@@ -34,6 +34,8 @@ def test_sweep_makes_nested_runs_with_metrics_and_plots(ray_local, tmp_path):
     rows, parent = sweep(get_preset("test").override({"train.iterations": 4}), trials, sweep_dir=tmp_path / "sweep")
     assert [r["trial"] for r in rows] == ["baseline", "opt+ent+aug+ms"]
     assert all(r["step"] == 4 and r["diverged"] == 0.0 for r in rows)
+    assert all({"eval/recognisability", "eval/precision", "real/recognisability"} <= set(r) for r in rows)
+    assert "*held-out real images*" in (tmp_path / "sweep" / "summary.md").read_text()
     client = MlflowClient(f"sqlite:///{tmp_path / 'sweep' / 'mlflow.db'}")
     parent_run = client.get_run(parent)
     children = client.search_runs([parent_run.info.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")

@@ -107,6 +107,7 @@ def reproduce(scale_name: str, *, out: Path | None = None, report: Path, overrid
         raise ConfigError(f"--scale: expected one of {sorted(SCALES)}, got {scale_name!r}")
     scale = SCALES[scale_name]
     t_start = time.perf_counter()
+    commit = describe_commit()  # now: the report's own figures change the tree before it is written
     if out is not None:
         out = check_new_run(out)
     base = scale.base(overrides)
@@ -159,7 +160,7 @@ def reproduce(scale_name: str, *, out: Path | None = None, report: Path, overrid
     ev.wall_s = time.perf_counter() - t0
 
     log("stage 4/4: report")
-    rep = report_mod.Reproduction(scale_name=scale_name, scale=scale, command=command, commit=describe_commit(),
+    rep = report_mod.Reproduction(scale_name=scale_name, scale=scale, command=command, commit=commit,
                                   machine=machine(), mlflow_uri=uri, mlflow_run_id=run_id, kl_cost=cost,
                                   sweep_parent_run_id=sweep_id, sweep_wall_s=sweep_wall, runs=runs, evaluations=ev,
                                   table4=models, wall_s=time.perf_counter() - t_start)

@@ -266,7 +266,7 @@ def _run(spec: dict[str, Any], *, restore: bool) -> tuple[list[dict[str, Any]], 
         m = dict(res.metrics or {})
         rows.append({"trial": trial_name(res.config), "overrides": json.dumps(trial_overrides(res.config, variants)),
                      **{k: v for k, v in m.items() if k in ("energy/diff", "energy/diff_max_abs_last_quarter", STABILITY,
-                                                            "diverged", "run_id", "step") or k.startswith("eval/")}})
+                                                            "diverged", "run_id", "step") or k.startswith(("eval/", "real/"))}})
         if res.error is not None:
             rows[-1]["error"] = str(res.error).splitlines()[0][:200]
     local = Path(spec["local_dir"])
