@@ -78,3 +78,18 @@ def test_a_full_disk_is_one_line_and_the_last_checkpoint_survives(tmp_path, caps
     assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["step_0000003.pt"]  # no temp file left
     monkeypatch.setattr(ckpt.torch, "save", real_save)
     assert ckpt.load_checkpoint(tmp_path / "run" / "checkpoints" / "step_0000003.pt")["step"] == 3
+
+
+def test_sample_grids_on_disk_are_large_enough_to_see(tmp_path):
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from ebm_core.callbacks import image_grid
+
+    x = torch.rand(16, 3, 16, 16)
+    img = Image.open(image_grid(x, tmp_path / "g.png", nrow=8))
+    assert img.size == (137 * 4, 35 * 4)  # 8 x 16 px + 9 one-pixel borders, times 4
+    px = torch.from_numpy(np.asarray(img)).permute(2, 0, 1)
+    first = (x[0] * 255 + 0.5).clamp(0, 255).to(torch.uint8)  # torchvision's rounding
+    assert torch.equal(px[:, 4:4 + 64:4, 4:4 + 64:4], first)  # every 4x4 block is one sample pixel

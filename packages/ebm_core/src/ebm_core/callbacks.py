@@ -34,11 +34,17 @@ class Callback:
     def on_fit_end(self, trainer: "Trainer") -> None: ...
 
 
-def image_grid(images: Tensor, path: str | Path, *, nrow: int = 8) -> Path:
-    """Save (B, C, H, W) images in [0, 1] as one PNG grid."""
+GRID_WIDTH = 512  # grids are enlarged to at least this many pixels: a grid of 8 16-px samples is 137 px wide
+
+
+def image_grid(images: Tensor, path: str | Path, *, nrow: int = 8, min_width: int = GRID_WIDTH) -> Path:
+    """Save (B, C, H, W) images in [0, 1] as one PNG grid, enlarged by an integer nearest-neighbour factor to at
+    least ``min_width`` pixels (pixels stay square and sharp)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(images.detach().float().clamp(0, 1).cpu(), path, nrow=nrow, padding=1)
+    grid = make_grid(images.detach().float().clamp(0, 1).cpu(), nrow=nrow, padding=1)
+    k = max(1, -(-min_width // grid.shape[-1]))
+    save_image(grid.repeat_interleave(k, dim=1).repeat_interleave(k, dim=2), path)
     return path
 
 
