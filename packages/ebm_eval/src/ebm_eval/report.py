@@ -553,7 +553,7 @@ the one measured here (normal approximation, n = 2 (z_0.95 + z_0.8)^2 / d^2 + 1)
 
 ## How to run it
 
-    ebm reproduce --scale small      # this report, < 60 min on a 2-core CPU
+    ebm reproduce --scale small      # this report, about 30 min on a 2-core CPU
     ebm reproduce --scale full       # the same stages on the cifar10 preset, for a GPU machine (data/cifar10 needed)
 
 Base configuration (every run; each run's overrides are in `results.json` and its MLflow params):

@@ -1,6 +1,6 @@
 """Reproduce the paper's claims at a chosen scale: one command, Ray Tune sweeps, MLflow runs, a report.
 
-    ebm reproduce --scale small                    # embedded shapes, < 60 min on a 2-core CPU
+    ebm reproduce --scale small                    # embedded shapes, about 30 min on a 2-core CPU
     ebm reproduce --scale full                     # the same structure, cifar10 preset, for a GPU machine
     python -m ebm_jobs.reproduce --scale small     # the same, for `ray job submit`
 
