@@ -95,3 +95,28 @@ def test_a_run_in_mlflow_as_its_users_expect(tmp_path, monkeypatch):
         info = mlflow.models.get_model_info("models:/ebm-test-shapes@latest")
         assert info.run_id == out.run_id
         assert info.signature.inputs.inputs[0].shape == (-1, 3, 16, 16)
+
+
+def test_a_dataset_race_between_sweep_trials_does_not_stop_tracking(tmp_path, monkeypatch):
+    """Two trials creating the same dataset at once break the SQL store's UNIQUE constraint (seen in a sweep):
+    the losing trial logged nothing more and its run stayed RUNNING. Now it retries, and links the dataset."""
+    from mlflow.exceptions import MlflowException
+
+    from ebm_jobs.tracking import MLflowCallback
+
+    real, calls = MLflowCallback.log_dataset, []
+
+    def racing(self, trainer):
+        calls.append(1)
+        if len(calls) == 1:
+            raise MlflowException("(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, ...")
+        return real(self, trainer)
+
+    monkeypatch.setattr(MLflowCallback, "log_dataset", racing)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = get_preset("test").override({"train.run_dir": str(tmp_path / "run"), "train.iterations": 2,
+                                       "jobs.tracking_uri": uri, "jobs.system_metrics": False})
+    out = train_run(cfg)
+    run = MlflowClient(uri).get_run(out.run_id)
+    assert run.info.status == "FINISHED" and "energy/diff" in run.data.metrics and len(calls) == 2
+    assert run.inputs.dataset_inputs[0].dataset.name == "shapes-16px"

@@ -102,7 +102,7 @@ def test_resume_run_continues_the_job_behind_an_mlflow_run(ray_local, tmp_path, 
     out = capsys.readouterr().out
     assert f"MLflow run {first.run_id}" in out  # the same run, continued
     # the final EMA model's quality figures beside a held-out real split: printed, in quality.json and in MLflow
-    assert "quality of 256 EMA samples beside 256 held-out real images" in out and "'shape': 1.0" in out
+    assert "quality of 32 EMA samples beside 32 held-out real images" in out and "'shape': 1.0" in out
     assert re.search(r"recognisability +\d\.\d{3} +1\.000", out), out
     quality = json.loads((tmp_path / "run" / "quality.json").read_text())
     logged = MlflowClient(uri).get_run(first.run_id).data.metrics

@@ -223,7 +223,15 @@ class MLflowCallback(Callback):
         except Exception:  # the failure shows, and is handled, at the first write
             history = []
         self.logged_through = max((m.step for m in history), default=0)
-        self._safe("dataset", self.log_dataset, trainer)
+        try:
+            self.log_dataset(trainer)
+        except Exception:  # two trials of a sweep creating the same dataset at once break MLflow's UNIQUE constraint
+            time.sleep(1.0)  # on its SQL store: the second try links the dataset the other one created
+            try:
+                self.log_dataset(trainer)
+            except Exception as e:  # the input is a nicety: metrics, images and the model still go to MLflow
+                warnings.warn(f"MLflow: the training set was not logged as the run's input ({type(e).__name__}: "
+                              f"{str(e)[:300]}); tracking goes on", stacklevel=2)
         if trainer.cfg.jobs.system_metrics:
             from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
