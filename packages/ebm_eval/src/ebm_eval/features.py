@@ -205,25 +205,24 @@ class DomainExtractor(Extractor):
         return self
 
     @torch.no_grad()
-    def __call__(self, images: Tensor, *, batch_size: int = 500) -> Extracted:
+    def outputs(self, images: Tensor, *, batch_size: int = 500) -> tuple[Tensor, list[Tensor]]:
+        """One pass of the network: features (N, 128) and p(label column a | x) for every column, (N, K_a) each."""
         device = next(self.net.parameters()).device
-        feats, probs = [], []
+        feats, heads = [], [[] for _ in self.net.num_classes]
         for i in range(0, len(images), batch_size):
             h, logits = self.net(images[i:i + batch_size].float().to(device))
             feats.append(h.double().cpu())
-            probs.append(joint_probs(logits).cpu())
-        return Extracted(torch.cat(feats), torch.cat(probs))
-
-    @torch.no_grad()
-    def head_probs(self, images: Tensor, *, batch_size: int = 500) -> list[Tensor]:
-        """p(label column a | x) for every column: a list of (N, K_a) tensors."""
-        device = next(self.net.parameters()).device
-        out: list[list[Tensor]] = [[] for _ in self.net.num_classes]
-        for i in range(0, len(images), batch_size):
-            _, logits = self.net(images[i:i + batch_size].float().to(device))
             for a, lg in enumerate(logits):
-                out[a].append(torch.softmax(lg.double(), dim=1).cpu())
-        return [torch.cat(p) for p in out]
+                heads[a].append(lg.double().cpu())
+        return torch.cat(feats), [torch.softmax(torch.cat(lg), dim=1) for lg in heads]
+
+    def __call__(self, images: Tensor, *, batch_size: int = 500) -> Extracted:
+        feats, heads = self.outputs(images, batch_size=batch_size)
+        return Extracted(feats, joint_probs([p.log() for p in heads]))  # softmax of log-probabilities: the same p
+
+    def head_probs(self, images: Tensor) -> list[Tensor]:
+        """p(label column a | x) for every column: a list of (N, K_a) tensors."""
+        return self.outputs(images)[1]
 
     def predict(self, images: Tensor) -> Tensor:
         """Predicted label columns (N, A)."""

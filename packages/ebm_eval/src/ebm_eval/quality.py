@@ -110,8 +110,7 @@ def quality(judge: DomainExtractor, x: Tensor, real: Tensor, *, dataset: str) ->
     ``eval/class_entropy_data`` is the entropy of the judge's classes on ``real``.
     """
     x, real = x.float().cpu(), real.float().cpu()
-    fx, fr = judge(x).features, judge(real).features
-    px, pr = judge.head_probs(x), judge.head_probs(real)
+    (fx, px), (fr, pr) = judge.outputs(x), judge.outputs(real)  # one pass each: features and every head
     ok = recognised(px)
     k = px[0].shape[1]
     confident_classes = px[0].argmax(1)[ok]
