@@ -7,7 +7,7 @@ from PIL import Image
 
 from ebm_core.config import ConfigError, DataConfig
 from ebm_core.data import DatasetError, load_dataset
-from ebm_core.data.shapes import ATTRIBUTES, make_shapes
+from ebm_core.data.shapes import ATTRIBUTES, RENDER_CHUNK, make_shapes, render
 
 
 def test_shapes_are_deterministic_and_seeded():
@@ -19,6 +19,15 @@ def test_shapes_are_deterministic_and_seeded():
     assert la.shape == (50, len(ATTRIBUTES))
     for j, k in enumerate(ATTRIBUTES.values()):
         assert 0 <= la[:, j].min() and la[:, j].max() < k
+
+
+def test_shapes_rendered_in_chunks_equal_one_render_of_the_whole_draw():
+    n = 2 * RENDER_CHUNK + 7  # two full chunks and a short one
+    images, attrs = make_shapes(n, resolution=16, seed=5)
+    rng = np.random.default_rng(5)  # make_shapes' own draws, in its order
+    [rng.integers(k, size=n) for k in ATTRIBUTES.values()]
+    whole = render(attrs.numpy(), 16, jitter=rng.uniform(-0.03, 0.03, size=(n, 2)))
+    assert torch.equal(images, (whole * 255).round().to(torch.uint8))
 
 
 @pytest.mark.parametrize("res", [8, 24, 64])

@@ -2,6 +2,7 @@
 model's own requirements.txt loads it with mlflow.pyfunc and gives the same energies as in-process."""
 
 import json
+import shutil
 import subprocess
 import venv
 
@@ -39,11 +40,15 @@ def test_the_registered_model_loads_in_a_fresh_environment_from_its_own_requirem
 
     env = tmp_path / "fresh"
     venv.create(env, with_pip=True)  # no system site-packages: only what the model asks for
-    pip = subprocess.run([env / "bin" / "pip", "install", "-q", "--no-compile", "--disable-pip-version-check", "-r",
-                          tmp_path / "m" / "requirements.txt"], capture_output=True, text=True, timeout=900)
-    assert pip.returncode == 0, pip.stderr[-3000:]
-    loaded = subprocess.run([env / "bin" / "python", "-c", LOAD, local, tmp_path / "x.npy"], capture_output=True,
-                            text=True, timeout=300, cwd=tmp_path)
+    try:  # the environment holds a full torch (about 6 GB): removed at once, not left for pytest's last-3 rotation
+        pip = subprocess.run([env / "bin" / "pip", "install", "-q", "--no-compile", "--no-cache-dir",
+                              "--disable-pip-version-check", "-r", tmp_path / "m" / "requirements.txt"],
+                             capture_output=True, text=True, timeout=900)
+        assert pip.returncode == 0, pip.stderr[-3000:]
+        loaded = subprocess.run([env / "bin" / "python", "-c", LOAD, local, tmp_path / "x.npy"], capture_output=True,
+                                text=True, timeout=300, cwd=tmp_path)
+    finally:
+        shutil.rmtree(env, ignore_errors=True)
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     result = json.loads(loaded.stdout.strip().splitlines()[-1])
     assert all(str(env) in p for p in result["sys_path"])  # nothing from the training environment

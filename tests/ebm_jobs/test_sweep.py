@@ -31,7 +31,8 @@ def test_search_space_in_tunes_terms():
 
 def test_sweep_makes_nested_runs_with_metrics_and_plots(ray_local, tmp_path):
     trials = [(v.name, dict(v.overrides)) for v in (TABLE2.baseline, TABLE2.full)]
-    rows, parent = sweep(get_preset("test").override({"train.iterations": 4}), trials, sweep_dir=tmp_path / "sweep")
+    rows, parent = sweep(get_preset("test").override({"train.iterations": 4, "jobs.quality_samples": 32}), trials,
+                         sweep_dir=tmp_path / "sweep")
     assert [r["trial"] for r in rows] == ["baseline", "opt+ent+aug+ms"]
     assert all(r["step"] == 4 and r["diverged"] == 0.0 for r in rows)
     assert all({"eval/recognisability", "eval/precision", "real/recognisability"} <= set(r) for r in rows)
@@ -65,8 +66,8 @@ def test_asha_sweep_completes_and_leaves_no_run_open(ray_local, tmp_path):
 def test_optuna_search_shows_the_hyperparameters_and_marks_the_best_model(ray_local, tmp_path):
     from ray import tune
 
-    rows, parent = sweep(get_preset("test").override({"train.iterations": 4}), sweep_dir=tmp_path / "sweep",
-                         search="optuna", num_samples=4,
+    rows, parent = sweep(get_preset("test").override({"train.iterations": 4, "jobs.quality_samples": 32}),
+                         sweep_dir=tmp_path / "sweep", search="optuna", num_samples=4,
                          space=parse_space(["optim.lr=loguniform(1e-5,1e-3)", "sampler.steps=choice(3,5)"]))
     assert len(rows) == 4 and len({r["trial"] for r in rows}) == 4
     table = tune.ExperimentAnalysis(str(tmp_path / "sweep")).dataframe()  # what Tune's results table shows

@@ -96,7 +96,7 @@ def test_resume_run_continues_the_job_behind_an_mlflow_run(ray_local, tmp_path, 
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     (tmp_path / "store").mkdir()
     cfg = get_preset("test").override({"train.run_dir": str(tmp_path / "run"), "train.iterations": 3,
-                                       "jobs.tracking_uri": uri})
+                                       "jobs.tracking_uri": uri, "jobs.quality_samples": 32})
     first = fit(cfg)
     assert main(["--resume-run", first.run_id, "--iterations", "6", "--set", f"jobs.tracking_uri={uri}"]) == 0
     out = capsys.readouterr().out

@@ -19,6 +19,7 @@ POSITIONS = (0.32, 0.5, 0.68)  # centre coordinate as a fraction of the side
 ATTRIBUTES = {"shape": len(SHAPES), "colour": len(COLOURS), "size": len(SIZES), "x": len(POSITIONS), "y": len(POSITIONS)}
 BACKGROUND = 0.08
 SUPERSAMPLE = 4
+RENDER_CHUNK = 256  # images rendered at a time
 
 
 def _mask(shape: int, cx: np.ndarray, cy: np.ndarray, r: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -60,5 +61,9 @@ def make_shapes(n: int, *, resolution: int = 32, seed: int = 0, position_jitter:
     rng = np.random.default_rng(seed)
     attrs = np.stack([rng.integers(k, size=n) for k in ATTRIBUTES.values()], axis=1)
     jitter = rng.uniform(-position_jitter, position_jitter, size=(n, 2))
-    images = render(attrs, resolution, jitter=jitter)
-    return (images * 255).round().to(torch.uint8), torch.from_numpy(attrs).long()
+    # in chunks: the supersampled float arrays of a whole draw do not fit the CPU caches (20 000 images at 16 px:
+    # 2.3 s at once, 0.66 s in chunks of 256, the same bytes)
+    chunks = [(render(attrs[i:i + RENDER_CHUNK], resolution, jitter=jitter[i:i + RENDER_CHUNK]) * 255).round().to(torch.uint8)
+              for i in range(0, n, RENDER_CHUNK)]
+    images = torch.cat(chunks) if chunks else torch.zeros((0, 3, resolution, resolution), dtype=torch.uint8)
+    return images, torch.from_numpy(attrs).long()
