@@ -29,6 +29,13 @@ def test_short_run_is_finite_and_bounded(tiny_cfg):
     assert (t.run_dir / "checkpoints").is_dir()
 
 
+def test_progress_off_a_terminal_is_a_few_lines_not_one_per_step(tiny_cfg, capsys):
+    """A log file or ``ray job submit`` (stderr not a TTY) gets the bar every 10 s, not a line per iteration."""
+    Trainer(tiny_cfg.override({"train.iterations": 12, "train.progress": True})).fit()
+    err = capsys.readouterr().err
+    assert err.count("train:") <= 3 and "12/12" in err, err
+
+
 def test_kl_off_skips_the_differentiable_step(tiny_cfg, monkeypatch):
     import ebm_core.trainer as tr
 

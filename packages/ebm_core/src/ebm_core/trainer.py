@@ -214,7 +214,8 @@ class Trainer:
                     self._emit_images(it, "negatives", self._last_negatives[:64])
                 if write and (it % cfg.checkpoint_every == 0 or it == total):
                     self.save_checkpoint()
-                bar.set_postfix({"E+": f"{metrics['energy/pos']:.3f}", "diff": f"{metrics['energy/diff']:.3f}"})
+                bar.set_postfix({"E+": f"{metrics['energy/pos']:.3f}", "diff": f"{metrics['energy/diff']:.3f}"},
+                                refresh=False)  # a refresh here would draw every step, whatever mininterval says
                 bar.update(1)
         finally:  # a diverged run still gets its curves: they show how it diverged
             bar.close()
