@@ -24,8 +24,9 @@ def test_shapes_are_deterministic_and_seeded():
 def test_shapes_rendered_in_chunks_equal_one_render_of_the_whole_draw():
     n = 2 * RENDER_CHUNK + 7  # two full chunks and a short one
     images, attrs = make_shapes(n, resolution=16, seed=5)
-    rng = np.random.default_rng(5)  # make_shapes' own draws, in its order
-    [rng.integers(k, size=n) for k in ATTRIBUTES.values()]
+    rng = np.random.default_rng(5)  # make_shapes' own draws, in its order: the attributes, then the jitter
+    for k in ATTRIBUTES.values():
+        rng.integers(k, size=n)
     whole = render(attrs.numpy(), 16, jitter=rng.uniform(-0.03, 0.03, size=(n, 2)))
     assert torch.equal(images, (whole * 255).round().to(torch.uint8))
 
