@@ -100,7 +100,7 @@ def test_inception_score_limits():
 
 def test_joint_probs_multiplies_heads():
     a, b = torch.tensor([[2.0, 0.0]]), torch.tensor([[0.0, 1.0, 3.0]])
-    joint = joint_probs([a, b])
+    joint = joint_probs([torch.softmax(a.double(), 1), torch.softmax(b.double(), 1)])
     expected = torch.softmax(a.double(), 1)[:, :, None] * torch.softmax(b.double(), 1)[:, None, :]
     torch.testing.assert_close(joint, expected.flatten(1))
     assert joint.sum().item() == pytest.approx(1.0)

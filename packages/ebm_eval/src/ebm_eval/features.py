@@ -118,9 +118,8 @@ class DomainNet(nn.Module):
         return h, [head(h) for head in self.heads]
 
 
-def joint_probs(logits: list[Tensor], *, max_classes: int = 4096) -> Tensor:
+def joint_probs(probs: list[Tensor], *, max_classes: int = 4096) -> Tensor:
     """p(y|x) over the joint label space as the product of the heads' distributions (first head if too big)."""
-    probs = [torch.softmax(lg.double(), dim=1) for lg in logits]
     size = 1
     for p in probs:
         size *= p.shape[1]
@@ -218,7 +217,7 @@ class DomainExtractor(Extractor):
 
     def __call__(self, images: Tensor, *, batch_size: int = 500) -> Extracted:
         feats, heads = self.outputs(images, batch_size=batch_size)
-        return Extracted(feats, joint_probs([p.log() for p in heads]))  # softmax of log-probabilities: the same p
+        return Extracted(feats, joint_probs(heads))
 
     def head_probs(self, images: Tensor) -> list[Tensor]:
         """p(label column a | x) for every column: a list of (N, K_a) tensors."""
