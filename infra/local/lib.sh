@@ -39,7 +39,9 @@ ray_pids() {
   [ -n "$pgid" ] && [ -n "$temp" ] || return 0
   members="$(group_members "$pgid")"
   for pid in $members; do
-    if ps -o args= -p "$pid" 2>/dev/null | grep -qF -- "$temp"; then echo "$members"; return 0; fi
+    # -ww: whole command lines; ps cuts them at $COLUMNS where that is set (80 under pytest-xdist, and in
+    # shells that export it), before the temp dir, which comes after the head's long binary path
+    if ps -ww -o args= -p "$pid" 2>/dev/null | grep -qF -- "$temp"; then echo "$members"; return 0; fi
   done
 }
 

@@ -45,7 +45,8 @@ def new_home(tmp_path):
 @pytest.fixture
 def services(tmp_path, new_home):
     env = {**os.environ, "HOME": str(new_home), "EBM_SERVICES_DIR": str(tmp_path / "services"), "RAY_PORT": "6391",
-           "RAY_DASHBOARD_PORT": "8276", "RAY_AGENT_PORT": "52376", "MLFLOW_PORT": "5017", "RAY_NUM_CPUS": "2"}
+           "RAY_DASHBOARD_PORT": "8276", "RAY_AGENT_PORT": "52376", "MLFLOW_PORT": "5017", "RAY_NUM_CPUS": "2",
+           "COLUMNS": "80"}  # a shell that exports its width (so does pytest-xdist): start/stop still know their head
     env.pop("RAY_AUTH_MODE", None)
     start(env)
     yield env
