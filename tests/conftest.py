@@ -29,7 +29,11 @@ def pytest_collection_modifyitems(config, items):
 def hermetic_environment(tmp_path_factory):
     """Fresh caches (domain classifiers, reference statistics, torch hub) and no external services."""
     saved = dict(os.environ)
-    cache = tmp_path_factory.mktemp("cache")
+    # one cache for the run: under pytest-xdist the workers' base temp dirs share a parent, so a judge one worker
+    # trains is loaded by the other (cache files are written atomically)
+    base = tmp_path_factory.getbasetemp()
+    cache = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "cache"
+    cache.mkdir(exist_ok=True)
     os.environ.update({"EBM_CACHE_DIR": str(cache / "ebm"), "TORCH_HOME": str(cache / "torch")})
     for name in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS", "EBM_FID_WEIGHTS"):
         os.environ.pop(name, None)

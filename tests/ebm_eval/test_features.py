@@ -38,3 +38,42 @@ def test_missing_or_unsafe_weights_are_refused(tmp_path, monkeypatch):
     bad.write_bytes(b"\x80\x04not a state dict")
     with pytest.raises(WeightsError, match="could not be read"):
         InceptionExtractor(bad)
+
+
+def test_judge_training_off_a_terminal_is_a_few_lines_not_one_per_step(capsys):
+    """A log file or ``ray job submit`` (stderr not a TTY) gets the judge's bar every 10 s, as the trainer's."""
+    from ebm_core.config import DataConfig
+    from ebm_core.data import load_dataset
+    from ebm_eval.features import JudgeSettings, train_domain_net
+
+    data = DataConfig(name="shapes", resolution=16, num_train=256)
+    train, test = load_dataset(data, split="train"), load_dataset(data, split="test")
+    train_domain_net(train, test, settings=JudgeSettings(steps=60, batch_size=32), progress=True)
+    err = capsys.readouterr().err
+    assert 1 <= err.count("judge:") <= 3, err
+
+
+TRAIN_A_JUDGE = """
+import sys
+from pathlib import Path
+from ebm_core.config import DataConfig
+from ebm_core.data import load_dataset
+from ebm_eval.features import JudgeSettings, domain_extractor
+
+data = DataConfig(name="shapes", resolution=16, num_train=256)
+domain_extractor(load_dataset(data, split="train"), load_dataset(data, split="test"), cache=Path(sys.argv[1]),
+                 settings=JudgeSettings(steps=200, batch_size=32), progress=False, log=print)
+"""
+
+
+def test_processes_wanting_the_same_judge_at_once_train_it_once(tmp_path):
+    """Two sweep trials starting together on a new machine: one trains the judge, the other waits and loads it."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-c", TRAIN_A_JUDGE, str(tmp_path)]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    assert sum("training the shapes judge" in out for out, _ in outs) == 1, outs
+    assert len(list(tmp_path.glob("domain-*.pt"))) == 1

@@ -8,6 +8,7 @@ are further callbacks; the core never imports them.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,12 @@ from .plots import plot_energy_diff, plot_grad_norms
 
 if TYPE_CHECKING:
     from .trainer import Trainer
+
+
+def bar_interval() -> float:
+    """Seconds between progress-bar redraws: 0.5 on a terminal; 10 in a log (a file, ``ray job submit``),
+    where every redraw is a line of its own."""
+    return 0.5 if sys.stderr.isatty() else 10.0
 
 
 class Callback:

@@ -9,7 +9,6 @@ through ``grad_reduce`` (an in-place all-reduce of the gradient list) and ``rank
 from __future__ import annotations
 
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Callable, Iterable
@@ -20,7 +19,7 @@ from tqdm.auto import tqdm
 
 from .augment import Augment
 from .buffer import ReplayBuffer
-from .callbacks import Callback, chain_image
+from .callbacks import Callback, bar_interval, chain_image
 from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import Config, ConfigError
 from .data import ImageSet, dequantize, load_dataset
@@ -203,7 +202,7 @@ class Trainer:
             cb.on_fit_start(self)
         metrics: dict[str, float] = {}
         bar = tqdm(total=total, initial=self.step_count, desc="train", disable=not cfg.progress or self.rank != 0,
-                   dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 10.0)
+                   dynamic_ncols=True, mininterval=bar_interval())
         try:
             while self.step_count < total:
                 metrics = self.step()

@@ -22,9 +22,11 @@ from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
+from filelock import FileLock
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ebm_core.callbacks import bar_interval
 from ebm_core.config import DataConfig
 from ebm_core.data import ImageSet, load_dataset
 
@@ -156,7 +158,8 @@ def train_domain_net(train: ImageSet, test: ImageSet, *, settings: JudgeSettings
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=s.lr, total_steps=s.steps)
     epochs = math.ceil(s.steps * s.batch_size / len(train))
     batches = (idx for _ in range(epochs) for idx in torch.randperm(len(train), generator=g).split(s.batch_size))
-    for idx in tqdm(itertools.islice(batches, s.steps), total=s.steps, desc="judge", disable=not progress, leave=False):
+    for idx in tqdm(itertools.islice(batches, s.steps), total=s.steps, desc="judge", disable=not progress,
+                    leave=False, mininterval=bar_interval()):
         x, y = train.batch(idx)
         if shift and s.max_shift:
             dx, dy = torch.randint(-s.max_shift, s.max_shift + 1, (2,), generator=g).tolist()
@@ -263,18 +266,22 @@ def domain_extractor(train: ImageSet, test: ImageSet, *, settings: JudgeSettings
     h.update(repr((settings, shift, train.num_classes)).encode())
     key = f"{train.name}-{train.images.shape[-1]}px-{h.hexdigest()[:16]}"
     path = (cache or cache_dir()) / f"domain-{key}.pt"
-    if path.is_file():
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        net = DomainNet(in_channels=int(state["in_channels"]), num_classes=tuple(state["num_classes"]))
-        net.load_state_dict(state["weights"])
-        return DomainExtractor(net, key=key, accuracy=list(state["accuracy"]), label_names=train.label_names)
-    if log:
-        log(f"training the {train.name} judge on {len(train)} images (once; cached in {path})")
-    net, acc = train_domain_net(train, test, settings=settings, shift=shift, progress=progress)
-    from ebm_core.checkpoint import save_checkpoint
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Processes that need the same judge at once (a sweep's concurrent trials on a new machine, the test suite's
+    # workers) train it once: the others wait here, then load it. An OS lock, released if its holder dies.
+    with FileLock(f"{path}.lock"):
+        if path.is_file():
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            net = DomainNet(in_channels=int(state["in_channels"]), num_classes=tuple(state["num_classes"]))
+            net.load_state_dict(state["weights"])
+            return DomainExtractor(net, key=key, accuracy=list(state["accuracy"]), label_names=train.label_names)
+        if log:
+            log(f"training the {train.name} judge on {len(train)} images (once; cached in {path})")
+        net, acc = train_domain_net(train, test, settings=settings, shift=shift, progress=progress)
+        from ebm_core.checkpoint import save_checkpoint
 
-    save_checkpoint({"weights": net.state_dict(), "num_classes": list(net.num_classes), "accuracy": acc,
-                     "in_channels": train.images.shape[1]}, path, fmt="ebm_eval.domain/2")
+        save_checkpoint({"weights": net.state_dict(), "num_classes": list(net.num_classes), "accuracy": acc,
+                         "in_channels": train.images.shape[1]}, path, fmt="ebm_eval.domain/2")
     ext = DomainExtractor(net, key=key, accuracy=acc, label_names=train.label_names)
     if log:
         log(f"{train.name} judge test accuracy: {ext.accuracies}")
