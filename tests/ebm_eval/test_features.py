@@ -77,3 +77,12 @@ def test_processes_wanting_the_same_judge_at_once_train_it_once(tmp_path):
     assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
     assert sum("training the shapes judge" in out for out, _ in outs) == 1, outs
     assert len(list(tmp_path.glob("domain-*.pt"))) == 1
+
+    # a cache someone filled before (read-only for this user, say) serves without a lock: no lock file appears
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (judge,) = tmp_path.glob("domain-*.pt")
+    (shared / judge.name).write_bytes(judge.read_bytes())
+    out = subprocess.run([sys.executable, "-c", TRAIN_A_JUDGE, str(shared)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "training" not in out.stdout, out.stderr[-2000:]
+    assert [p.name for p in shared.iterdir()] == [judge.name]

@@ -256,6 +256,14 @@ def dataset_extractor(data: DataConfig, *, settings: JudgeSettings = JudgeSettin
                             shift=data.name != "shapes")
 
 
+def _load_judge(path: Path, key: str, train: ImageSet) -> DomainExtractor:
+    """A cached judge: its weights, and the accuracies it was measured with when it was trained."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    net = DomainNet(in_channels=int(state["in_channels"]), num_classes=tuple(state["num_classes"]))
+    net.load_state_dict(state["weights"])
+    return DomainExtractor(net, key=key, accuracy=list(state["accuracy"]), label_names=train.label_names)
+
+
 def domain_extractor(train: ImageSet, test: ImageSet, *, settings: JudgeSettings = JudgeSettings(), shift: bool = True,
                      cache: Path | None = None, progress: bool = True,
                      log: Callable[[str], Any] | None = None) -> DomainExtractor:
@@ -266,15 +274,14 @@ def domain_extractor(train: ImageSet, test: ImageSet, *, settings: JudgeSettings
     h.update(repr((settings, shift, train.num_classes)).encode())
     key = f"{train.name}-{train.images.shape[-1]}px-{h.hexdigest()[:16]}"
     path = (cache or cache_dir()) / f"domain-{key}.pt"
+    if path.is_file():  # cached: no lock, so a read-only cache (a shared, pre-filled one) serves as well
+        return _load_judge(path, key, train)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Processes that need the same judge at once (a sweep's concurrent trials on a new machine, the test suite's
     # workers) train it once: the others wait here, then load it. An OS lock, released if its holder dies.
     with FileLock(f"{path}.lock"):
         if path.is_file():
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            net = DomainNet(in_channels=int(state["in_channels"]), num_classes=tuple(state["num_classes"]))
-            net.load_state_dict(state["weights"])
-            return DomainExtractor(net, key=key, accuracy=list(state["accuracy"]), label_names=train.label_names)
+            return _load_judge(path, key, train)
         if log:
             log(f"training the {train.name} judge on {len(train)} images (once; cached in {path})")
         net, acc = train_domain_net(train, test, settings=settings, shift=shift, progress=progress)
