@@ -28,3 +28,10 @@ def test_blur_on_for_large_images_and_grayscale_only_for_rgb():
     gray = Augment(AugmentConfig(), resolution=16, channels=1)
     assert "RandomGrayscale" not in repr(gray.transform)
     assert gray(torch.rand(2, 1, 16, 16)).shape == (2, 1, 16, 16)
+
+
+def test_blur_on_blurs_small_images_too():
+    """``augment.blur=on`` at 16 px: a 3x3 kernel at the least (the tenth-of-a-side rule gives 1, no blur)."""
+    (blur,) = [t for t in Augment(AugmentConfig(blur="on"), resolution=16).transform.transforms
+               if "GaussianBlur" in type(t).__name__]
+    assert list(blur.kernel_size) == [3, 3]

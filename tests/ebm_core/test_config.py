@@ -30,6 +30,8 @@ def test_overrides_parse_values_and_keep_types():
     assert cfg.loss.w_ent == 0.5 and cfg.sampler.steps == 7 and cfg.model.channel_mults == (1, 2, 4)
     assert cfg.model.attention_res is None and isinstance(cfg.loss.alpha, float)
     assert cfg.optim.lr == 1e-4  # YAML reads 1e-4 as a string; float fields accept it
+    assert get_preset("test").override(["augment.blur=on"]).augment.blur == "on"  # YAML 1.1 reads on as true
+    assert get_preset("test").override(["augment.blur=off"]).augment.blur == "off"
 
 
 @pytest.mark.parametrize("assignment, field", [

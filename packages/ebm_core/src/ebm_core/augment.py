@@ -29,7 +29,7 @@ class Augment:
         if cfg.grayscale_p > 0 and channels == 3:
             ops.append(v2.RandomGrayscale(p=cfg.grayscale_p))
         if cfg.blur == "on" or (cfg.blur == "auto" and resolution >= 64):
-            k = 2 * (resolution // 20) + 1  # about a tenth of the side, odd
+            k = max(3, 2 * (resolution // 20) + 1)  # about a tenth of the side, odd; 3 at the least (1 is no blur)
             ops.append(v2.GaussianBlur(kernel_size=k, sigma=(0.1, 2.0)))
         self.transform = v2.Compose(ops)
 

@@ -390,6 +390,8 @@ def _coerce(name: str, tp: Any, v: Any) -> Any:
         _check(isinstance(v, bool), name, "true or false", v)
         return v
     if tp is str:
+        if isinstance(v, bool):  # YAML 1.1 reads on/off (yes/no) as booleans; a text field means the word
+            v = "on" if v else "off"
         _check(isinstance(v, str), name, "a string", v)
         return v
     return v
