@@ -85,7 +85,7 @@ class AugmentConfig:
     color_jitter: tuple[float, float, float, float] = (0.8, 0.8, 0.8, 0.4)  # brightness, contrast, saturation, hue
     jitter_p: float = 0.8
     grayscale_p: float = 0.2
-    blur: str = "auto"  # auto (on for images >= 64 px) | on | off
+    blur: str = "auto"  # auto (on for images >= 64 px) | on (any size; a 3x3 kernel at the least) | off
 
     def __post_init__(self) -> None:
         lo, hi = self.crop_scale
