@@ -102,7 +102,7 @@ class Augment:
     """Per-sample random augmentation of a (B, C, H, W) batch in [0, 1]; output in [0, 1], same shape."""
 
     def __init__(self, cfg: AugmentConfig, *, resolution: int, channels: int = 3) -> None:
-        self.enabled, self.cfg, self.resolution, self.channels = cfg.enabled, cfg, resolution, channels
+        self.enabled, self.cfg, self.resolution = cfg.enabled, cfg, resolution
         # ColorJitter's factor ranges: brightness, contrast, saturation [max(0, 1-v), 1+v], hue [-v, v];
         # a grey image has no saturation or hue to jitter
         self.jitter_ops = [i for i, v in enumerate(cfg.color_jitter) if v > 0 and (channels == 3 or i < 2)]
@@ -135,7 +135,8 @@ class Augment:
                 for op in self.jitter_ops:
                     sel = (order[:, slot] == op).nonzero().squeeze(1)
                     if len(sel):
-                        x = x.index_copy(0, sel.to(x.device), adjust(x[sel.to(x.device)], op, factors[sel, op]))
+                        on = sel.to(x.device)
+                        x = x.index_copy(0, on, adjust(x[on], op, factors[sel, op]))
         if self.grayscale_p > 0:
             grey = (torch.rand(n) < self.grayscale_p).to(x.device)[:, None, None, None]
             x = torch.where(grey, TF.rgb_to_grayscale(x, num_output_channels=3), x)
