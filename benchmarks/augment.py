@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torchvision.transforms import v2
 
-from ebm_core.augment import Augment
+from ebm_core.augment import BLUR_SIGMA, Augment
 from ebm_core.config import AugmentConfig
 from ebm_core.presets import get_preset
 
@@ -33,8 +33,9 @@ def per_image(cfg: AugmentConfig, resolution: int):
         ops.append(v2.RandomApply([v2.ColorJitter(*cfg.color_jitter)], p=cfg.jitter_p))
     if cfg.grayscale_p > 0:
         ops.append(v2.RandomGrayscale(p=cfg.grayscale_p))
-    if cfg.blur == "on" or (cfg.blur == "auto" and resolution >= 64):
-        ops.append(v2.GaussianBlur(kernel_size=max(3, 2 * (resolution // 20) + 1), sigma=(0.1, 2.0)))
+    k = Augment(cfg, resolution=resolution).blur_kernel
+    if k is not None:
+        ops.append(v2.GaussianBlur(kernel_size=k, sigma=BLUR_SIGMA))
     t = v2.Compose(ops)
     return lambda x: torch.stack([t(img) for img in x]).clamp_(0, 1)
 

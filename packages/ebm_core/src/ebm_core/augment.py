@@ -113,12 +113,10 @@ class Augment:
 
     def _jitter_factors(self, n: int) -> Tensor:
         """(n, 4) factors; the images not drawn for jitter (probability 1 - jitter_p) get the neutral ones."""
-        f = torch.tensor([1.0, 1.0, 1.0, 0.0]).repeat(n, 1)
-        for i, v in enumerate(self.cfg.color_jitter):
-            lo, hi = (-v, v) if i == 3 else (max(0.0, 1 - v), 1 + v)
-            f[:, i] = torch.empty(n).uniform_(lo, hi)
-        keep = torch.rand(n) >= self.cfg.jitter_p
-        f[keep] = torch.tensor([1.0, 1.0, 1.0, 0.0])
+        b, c, s, h = self.cfg.color_jitter
+        ranges = [(max(0.0, 1 - b), 1 + b), (max(0.0, 1 - c), 1 + c), (max(0.0, 1 - s), 1 + s), (-h, h)]
+        f = torch.stack([torch.empty(n).uniform_(lo, hi) for lo, hi in ranges], 1)
+        f[torch.rand(n) >= self.cfg.jitter_p] = torch.tensor([1.0, 1.0, 1.0, 0.0])
         return f
 
     def __call__(self, x: Tensor) -> Tensor:
