@@ -143,9 +143,9 @@ def test_an_interrupted_sweep_restores_and_runs_only_the_unfinished_trials(clust
            "--max-concurrent", "1", "--sweep-dir", str(sweep_dir), "--iterations", "15", "--set", "train.log_every=5"]
     env = {k: v for k, v in cluster.env.items() if k != "MLFLOW_TRACKING_URI"}  # the cluster; MLflow in the sweep
     first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    done = sweep_dir / "loss.w_ent=0" / "tracking.json"
+    done = sweep_dir / "loss.w_ent=0" / "trial_result.json"  # the trial's final report: written once it has finished
     deadline = time.time() + 180
-    while not (done.exists() and json.loads(done.read_text())["status"] == "FINISHED"):
+    while not done.exists():
         assert first.poll() is None and time.time() < deadline, first.communicate()[1][-3000:]
         time.sleep(0.2)
     first.send_signal(signal.SIGINT)  # Ctrl-C: Tune saves its state and stops

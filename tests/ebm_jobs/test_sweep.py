@@ -7,7 +7,7 @@ from mlflow.tracking import MlflowClient
 from ebm_core.presets import get_preset
 from ebm_core.recipes import TABLE2
 from ebm_jobs.search import parse_grid, parse_space, trial_name, trial_overrides, tune_space
-from ebm_jobs.sweep import sweep
+from ebm_jobs.sweep import SWEEP_FILE, _run, sweep
 
 
 
@@ -61,6 +61,19 @@ def test_asha_sweep_completes_and_leaves_no_run_open(ray_local, tmp_path):
     exp = client.get_run(parent).info.experiment_id
     children = client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent}'")
     assert len(children) == 3 and all(c.info.status in ("FINISHED", "KILLED") for c in children)
+
+
+def test_a_finished_trial_started_again_reports_its_result_and_trains_nothing(ray_local, tmp_path):
+    """Ctrl-C can reach Tune after a trial has finished but before Tune has recorded that; the restored sweep then
+    starts the trial again. It reports the result it wrote and leaves its files as they were."""
+    rows, _ = sweep(get_preset("test").override({"train.iterations": 4}), sweep_dir=tmp_path / "sweep",
+                    grid=parse_grid(["loss.w_ent=0.3"]))
+    trial = tmp_path / "sweep" / "loss.w_ent=0.3"
+    kept = {p: p.read_bytes() for p in trial.rglob("*") if p.is_file()}
+    assert json.loads((trial / "trial_result.json").read_text())["step"] == 4
+    again, _ = _run(json.loads((tmp_path / "sweep" / SWEEP_FILE).read_text()), restore=False)  # a Tuner with no record of it
+    assert {p: p.read_bytes() for p in trial.rglob("*") if p.is_file()} == kept
+    assert again == rows
 
 
 def test_optuna_search_shows_the_hyperparameters_and_marks_the_best_model(ray_local, tmp_path):

@@ -8,6 +8,7 @@ NFS, a Kubernetes ReadWriteMany volume) or a URI that ``pyarrow.fs`` opens (``s3
     <root>/tracking.json                  MLflow URI, run id, status, step (written by the logging worker)
     <root>/metrics.jsonl, samples/, plots/, checkpoints/, exports/, config.yaml   (rank 0; ``RunDirWriter``)
     <root>/checkpoint_<time>/             Ray's checkpoints: every worker's buffer and RNG states (``worker.py``)
+    <root>/trial_result.json              a sweep trial's final report to Tune, once it has finished (``sweep.py``)
 
 On a filesystem path rank 0 writes into the root directly. On a URI it writes a scratch copy on its
 own node (``tempfile.gettempdir()``) and ``Mirror`` uploads what changed at every checkpoint and at
@@ -32,6 +33,7 @@ from ebm_core.config import ConfigError
 JOB_FILE = "job.json"
 TRACKING_FILE = "tracking.json"
 QUALITY_FILE = "quality.json"  # the quality figures of the final EMA model (ebm_eval.quality)
+TRIAL_RESULT_FILE = "trial_result.json"  # a finished sweep trial's final report (a restored sweep reports it again)
 RAY_CHECKPOINT_PREFIX = "checkpoint_"  # Ray Train's own checkpoint directories; never mirrored into a scratch copy
 
 

@@ -40,7 +40,7 @@ from .arguments import add_sweep_arguments, module_main  # noqa: E402
 from .cluster import init_ray  # noqa: E402
 from .run import STABILITY, stability, train_run  # noqa: E402
 from .search import parse_grid, parse_space, trial_count, trial_name, trial_overrides, tune_space  # noqa: E402
-from .storage import RunStorage, check_shared  # noqa: E402
+from .storage import TRIAL_RESULT_FILE, RunStorage, check_shared  # noqa: E402
 from .sweep_summary import log_summary, summary_table  # noqa: E402
 from .tracking import source_tags, start_run, terminal_status, ui_address  # noqa: E402
 from .train import prepare, record_job  # noqa: E402
@@ -97,17 +97,31 @@ def trial_config(params: dict[str, Any]) -> Config:
 
 def run_trial(params: dict[str, Any]) -> None:
     """One Tune trial: a nested MLflow run, the core trainer (or a TorchTrainer), a final report. The trial owns its
-    run root, so a retried or restored trial resumes there (from its Tune checkpoint) and reopens its MLflow run."""
+    run root, so a retried or restored trial resumes there (from its Tune checkpoint) and reopens its MLflow run; the
+    final report is kept there too (``trial_result.json``), so a finished trial started again trains nothing."""
     from ray import tune
 
-    cfg = trial_config(params)
+    cfg, storage = prepare(trial_config(params), resume=True)
+    final = storage.read_json(TRIAL_RESULT_FILE)
+    if final is not None:  # it finished, but Ctrl-C stopped the sweep before Tune recorded that: report, do not rerun
+        tune.report(final)
+        return
     if cfg.jobs.num_workers > 1:
         from .train import fit
 
         result = fit(cfg, resume=True, parent_run_id=params["parent_run_id"], tags=params["tags"], tune_report=True)
-        tune.report({**result.metrics, **result.quality, "diverged": float(result.diverged), "run_id": result.run_id})
-        return
-    cfg, storage = prepare(cfg, resume=True)
+        final = {**result.metrics, **result.quality, "diverged": float(result.diverged), "run_id": result.run_id}
+    else:
+        final = _fit_one_worker(cfg, storage, params)
+    storage.write_json(TRIAL_RESULT_FILE, final)
+    tune.report(final)
+
+
+def _fit_one_worker(cfg: Config, storage: RunStorage, params: dict[str, Any]) -> dict[str, Any]:
+    """The core trainer in this trial's own process, continued from the trial's Tune checkpoint if it has one;
+    returns the trial's final report."""
+    from ray import tune
+
     record_job(storage, cfg)
     local = storage.local_dir()
     if storage.is_uri:  # this node's scratch copy, filled from the root
@@ -124,8 +138,8 @@ def run_trial(params: dict[str, Any]) -> None:
     outcome = train_run(cfg, storage=storage, parent_run_id=params["parent_run_id"], extra_tags=params["tags"],
                         callbacks=[TuneReport(params["metric"])], setup=restore, write_checkpoints=False,
                         device="cpu" if not cfg.jobs.use_gpu else None, extra_metrics=quick_quality)
-    tune.report({"step": outcome.trainer.step_count, "diverged": float(outcome.diverged), "run_id": outcome.run_id,
-                 **_tail(outcome.trainer), **outcome.extra})
+    return {"step": outcome.trainer.step_count, "diverged": float(outcome.diverged), "run_id": outcome.run_id,
+            **_tail(outcome.trainer), **outcome.extra}
 
 
 def _tail(trainer: Trainer) -> dict[str, float]:
