@@ -113,11 +113,17 @@ def test_forked_resume_leaves_the_original_and_records_its_origin(world):
 
 def test_ctrl_c_says_how_to_continue(world):
     p = subprocess.Popen([EBM, "train", "--preset", "test", "--iterations", "100000", "--run-dir", str(world / "long")],
-                         cwd=world, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         cwd=world, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     deadline = time.time() + 120
     while not (world / "long" / "checkpoints" / "step_0000003.pt").exists() and time.time() < deadline:
         time.sleep(0.2)
     p.send_signal(signal.SIGINT)
-    _, err = p.communicate(timeout=60)
+    try:
+        _, err = p.communicate(timeout=60)
+    except subprocess.TimeoutExpired:  # seen once on a loaded 2-core machine: show where it hung
+        p.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
+        out, err = p.communicate(timeout=30)
+        pytest.fail(f"no exit 60 s after Ctrl-C; stdout:\n{out[-2000:]}\nstacks:\n{err[-6000:]}")
     assert p.returncode == 130, err[-2000:]
     assert "Traceback" not in err and "interrupted at iteration" in err and "ebm train --resume" in err
