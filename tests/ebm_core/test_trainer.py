@@ -2,6 +2,7 @@
 
 import json
 import math
+import time
 
 import pytest
 import torch
@@ -31,9 +32,11 @@ def test_short_run_is_finite_and_bounded(tiny_cfg):
 
 def test_progress_off_a_terminal_is_a_few_lines_not_one_per_step(tiny_cfg, capsys):
     """A log file or ``ray job submit`` (stderr not a TTY) gets the bar every 10 s, not a line per iteration."""
+    start = time.monotonic()
     Trainer(tiny_cfg.override({"train.iterations": 12, "train.progress": True})).fit()
+    redraws = int((time.monotonic() - start) // 10)  # on a loaded machine 12 steps can take 25 s: 2 redraws are right
     err = capsys.readouterr().err
-    assert err.count("train:") <= 3 and "12/12" in err, err
+    assert err.count("train:") <= 2 + redraws and "12/12" in err, err  # the first line, one per 10 s, the last
 
 
 def test_kl_off_skips_the_differentiable_step(tiny_cfg, monkeypatch):

@@ -108,7 +108,7 @@ def test_a_killed_job_submitted_again_continues_and_a_finished_one_is_left_alone
     """The same command twice, as a KubeRay retry or a user's re-submit runs it: the second continues from the
     latest checkpoint in the same MLflow run; once finished, a third does nothing."""
     cmd = [sys.executable, "-m", "ebm_jobs.train", "--preset", "test", "--run-name", "again", "--resume",
-           "--iterations", "100", "--set", f"train.run_dir={tmp_path}", "--set", "train.image_every=1000"]
+           "--iterations", "30", "--set", f"train.run_dir={tmp_path}", "--set", "train.image_every=1000"]
     env = {k: v for k, v in cluster.env.items() if k != "MLFLOW_TRACKING_URI"}  # the cluster; MLflow in the run root
     root = tmp_path / "again"
     first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -120,18 +120,18 @@ def test_a_killed_job_submitted_again_continues_and_a_finished_one_is_left_alone
     first.wait()
     before = (root / "metrics.jsonl").read_text().splitlines()
     run_id = json.loads((root / "tracking.json").read_text())["run_id"]
-    assert 9 <= len(before) < 100
+    assert 9 <= len(before) < 30
     second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert second.returncode == 0, second.stderr[-3000:]
     after = (root / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(line)["step"] for line in after] == list(range(1, 101))  # every step once
+    assert [json.loads(line)["step"] for line in after] == list(range(1, 31))  # every step once
     assert after[:6] == before[:6]  # steps up to the restored checkpoint were not run again (timings would differ)
     tracking = json.loads((root / "tracking.json").read_text())
-    assert tracking == {**tracking, "run_id": run_id, "status": "FINISHED", "step": 100}
+    assert tracking == {**tracking, "run_id": run_id, "status": "FINISHED", "step": 30}
     history = MlflowClient(tracking["tracking_uri"]).get_metric_history(run_id, "energy/diff")
-    assert sorted(m.step for m in history) == list(range(1, 101))
+    assert sorted(m.step for m in history) == list(range(1, 31))
     third = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-    assert third.returncode == 0 and "already finished at step 100" in third.stdout
+    assert third.returncode == 0 and "already finished at step 30" in third.stdout
     assert (root / "metrics.jsonl").read_text().splitlines() == after
 
 
