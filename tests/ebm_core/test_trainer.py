@@ -124,6 +124,39 @@ def test_resume_takes_the_configs_learning_rate(tiny_cfg, tmp_path):
     assert again.optimizer.state_dict()["state"]  # the moments themselves are kept
 
 
+def test_learning_rate_decays_over_the_last_fraction_and_a_resume_continues_it(tiny_cfg, tmp_path):
+    """optim.decay_fraction=0.5 of 6 iterations: the full rate up to step 4, then 2/3 and 1/3 of it, as the
+    optimiser saw it; a run stopped at step 3 and resumed takes the same rates for steps 4-6."""
+    cfg = tiny_cfg.override({"optim.lr": 1e-3, "optim.decay_fraction": 0.5, "train.iterations": 6})
+
+    class Rates(Callback):
+        def __init__(self) -> None:
+            self.seen: list[float] = []
+
+        def on_step_end(self, trainer, step, metrics):
+            self.seen.append(trainer.optimizer.param_groups[0]["lr"])
+            assert metrics["optim/lr"] == self.seen[-1]
+
+    expected = [1e-3, 1e-3, 1e-3, 1e-3, 1e-3 * 2 / 3, 1e-3 / 3]
+    whole = Rates()
+    Trainer(cfg, callbacks=[whole]).fit()
+    assert whole.seen == pytest.approx(expected)
+
+    first, second = Rates(), Rates()
+    stopped = Trainer(cfg.override({"train.run_dir": str(tmp_path / "a")}), callbacks=[first])
+    stopped.fit(3)
+    resumed = Trainer(cfg.override({"train.run_dir": str(tmp_path / "b")}), callbacks=[second])
+    resumed.resume(stopped.last_checkpoint)
+    resumed.fit()
+    assert first.seen + second.seen == pytest.approx(expected)
+
+    constant = Rates()
+    Trainer(cfg.override({"optim.decay_fraction": 0.0, "train.run_dir": str(tmp_path / "c")}), callbacks=[constant]).fit()
+    assert constant.seen == [1e-3] * 6
+    with pytest.raises(ConfigError, match="optim.decay_fraction"):
+        cfg.override({"optim.decay_fraction": 1.5})
+
+
 def test_diverged_step_ends_the_metrics_file(tiny_cfg):
     from ebm_core.callbacks import RunDirWriter
 

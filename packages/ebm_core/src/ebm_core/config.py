@@ -151,12 +151,17 @@ class OptimConfig:
     betas: tuple[float, float] = (0.0, 0.9)
     grad_clip: float | None = 0.5  # parameter-gradient norm; None: off
     ema_decay: float = 0.99  # per step, as the reference code (the paper says 0.9999)
+    # the learning rate falls linearly towards 0 over this last fraction of train.iterations (warmup-stable-decay
+    # without the warm-up); 0: constant, as the paper. The demo preset decays over its last 0.4 (docs/demo-tuning.md)
+    decay_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         _check(self.lr > 0, "optim.lr", "a positive number", self.lr)
         _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "optim.betas", "two numbers in [0, 1)", self.betas)
         _check(self.grad_clip is None or self.grad_clip > 0, "optim.grad_clip", "null or a positive number", self.grad_clip)
         _check(0 <= self.ema_decay < 1, "optim.ema_decay", "a number in [0, 1)", self.ema_decay)
+        _check(0 <= self.decay_fraction <= 1, "optim.decay_fraction", "a number in [0, 1] (0: constant)",
+               self.decay_fraction)
 
 
 @dataclass(kw_only=True)

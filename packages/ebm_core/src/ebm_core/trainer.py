@@ -163,6 +163,9 @@ class Trainer:
             p.grad = g
         if cfg.optim.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
+        metrics["optim/lr"] = lr = learning_rate(cfg, it)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
         self.optimizer.step()  # 7. Adam, clipping, EMA
         self.optimizer.zero_grad(set_to_none=True)
         self.ema.update_parameters(model)
@@ -292,6 +295,19 @@ class Trainer:
             raise CheckpointError(f"checkpoint {path}: its contents do not fit this run ({type(e).__name__}: "
                                   f"{str(e).splitlines()[0][:300]})") from None
         self.last_checkpoint = Path(path)
+
+
+def learning_rate(cfg: Config, it: int) -> float:
+    """``optim.lr`` for iteration ``it`` (1-based) of ``train.iterations``: held, then linearly towards 0 over the
+    last ``optim.decay_fraction`` of the run (the last iteration takes 1 / (decay iterations) of it).
+
+    A function of the step alone, so a resumed run needs no scheduler state and takes a new ``optim.lr`` as given;
+    torch's ``LambdaLR`` would keep the base rate in its own state, which a resume would have to override.
+    """
+    o, total = cfg.optim, cfg.train.iterations
+    if o.decay_fraction == 0:
+        return o.lr
+    return o.lr * min(1.0, max(0.0, (total - it + 1) / (o.decay_fraction * total)))
 
 
 def _norm(grads: Iterable[Tensor]) -> Tensor:
