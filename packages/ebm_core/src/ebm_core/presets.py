@@ -25,7 +25,9 @@ def demo() -> Config:
     against 1 700-2 300 at 1 000 iterations), K=20, chains restarted from noise 5 % of the time (always: 1 332),
     Algorithm 2 at half the training step size (258/342 over 505/565), and hue jitter 0.4 in every transition
     (the paper's Sec. 2.3 mixing, Fig. 6): chains cross between colours, so longer training no longer collapses
-    generation onto one or two colours; 2 000 iterations then give FID-domain 119/107 against 258/342.
+    generation onto one or two colours; 2 000 iterations then give FID-domain 119/107 against 258/342. The learning
+    rate decays linearly over the last 40 % (FID-domain 104/110 against 134/120, colours closer). Past about 3 000
+    iterations, with or without the decay, chains from noise stick in saturated patches: not a longer demo.
     """
     return Config(
         preset="demo",
@@ -35,7 +37,7 @@ def demo() -> Config:
         augment=AugmentConfig(crop_scale=(0.6, 1.0), color_jitter=(0.2, 0.2, 0.2, 0.4), jitter_p=1.0, grayscale_p=0.0),
         buffer=BufferConfig(capacity=5_000, reinit_prob=0.05),
         loss=LossConfig(ent_min_buffer=500),
-        optim=OptimConfig(lr=1e-3, ema_decay=0.99),
+        optim=OptimConfig(lr=1e-3, ema_decay=0.99, decay_fraction=0.4),
         data=DataConfig(name="shapes", resolution=16, num_train=5_000),
         generate=GenerateConfig(num_samples=64, rounds=6, steps=30, settle_rounds=2, step_size=5.0),
         train=TrainConfig(iterations=2_000, batch_size=32, log_every=10, grad_norm_every=10, image_every=100,
