@@ -26,8 +26,8 @@ def demo() -> Config:
     Algorithm 2 at half the training step size (258/342 over 505/565), and hue jitter 0.4 in every transition
     (the paper's Sec. 2.3 mixing, Fig. 6): chains cross between colours, so longer training no longer collapses
     generation onto one or two colours; 2 000 iterations then give FID-domain 119/107 against 258/342. The learning
-    rate decays linearly over the last 40 % (colour distance 0.09 against 0.10, the rest within seed noise). Past about 3 000
-    iterations, with or without the decay, chains from noise stick in saturated patches: not a longer demo.
+    rate decays linearly over the last 40 % (colour distance 0.09 against 0.10, the rest within seed noise). Past
+    about 3 000 iterations, with or without the decay, chains from noise stick in saturated patches: not a longer demo.
     """
     return Config(
         preset="demo",

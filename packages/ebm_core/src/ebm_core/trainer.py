@@ -194,7 +194,8 @@ class Trainer:
 
     # loop ----------------------------------------------------------------------------------------------
     def fit(self, iterations: int | None = None, *, write_checkpoints: bool | None = None) -> dict[str, float]:
-        """Train until ``iterations`` (default ``cfg.train.iterations``) and return the last metrics."""
+        """Train until ``iterations`` (default ``cfg.train.iterations``) and return the last metrics. The learning-rate
+        schedule spans ``cfg.train.iterations`` whatever ``iterations`` says (``learning_rate``)."""
         cfg = self.cfg.train
         total = iterations or cfg.iterations
         write = self.rank == 0 if write_checkpoints is None else write_checkpoints
