@@ -145,8 +145,17 @@ def test_learning_rate_decays_over_the_last_fraction_and_a_resume_continues_it(t
     resumed.fit()
     assert first.seen + second.seen == pytest.approx([1e-3, 1e-3, 1e-3, 1e-3, 1e-3 * 2 / 3, 1e-3 / 3])
 
-    constant = cfg.override({"optim.decay_fraction": 0.0})
+    constant = cfg.override({"optim.decay_fraction": 0.0, "train.run_dir": str(tmp_path / "c")})
     assert [learning_rate(constant, it) for it in range(1, 7)] == [1e-3] * 6
+
+    class Halve(Rates):  # with a constant rate, a callback's own schedule is what the optimiser uses
+        def on_step_end(self, trainer, step, metrics):
+            super().on_step_end(trainer, step, metrics)
+            trainer.optimizer.param_groups[0]["lr"] /= 2
+
+    own = Halve()
+    Trainer(constant.override({"train.iterations": 3}), callbacks=[own]).fit()
+    assert own.seen == pytest.approx([1e-3, 5e-4, 2.5e-4])
     with pytest.raises(ConfigError, match="optim.decay_fraction"):
         cfg.override({"optim.decay_fraction": 1.5})
 

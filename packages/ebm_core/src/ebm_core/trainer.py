@@ -163,9 +163,10 @@ class Trainer:
             p.grad = g
         if cfg.optim.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
-        metrics["optim/lr"] = lr = learning_rate(cfg, it)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        if cfg.optim.decay_fraction:  # a constant rate is left alone, so a callback may still set its own
+            for group in self.optimizer.param_groups:
+                group["lr"] = learning_rate(cfg, it)
+        metrics["optim/lr"] = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()  # 7. Adam, clipping, EMA
         self.optimizer.zero_grad(set_to_none=True)
         self.ema.update_parameters(model)
