@@ -27,11 +27,11 @@ def demo() -> Config:
     (the paper's Sec. 2.3 mixing, Fig. 6): chains cross between colours, so longer training no longer collapses
     generation onto one or two colours; 2 000 iterations then give FID-domain 119/107 against 258/342. The learning
     rate decays linearly over the last 40 % (colour distance 0.09 against 0.10, the rest within seed noise). The
-    energy regulariser is 0.1, not the reference code's 1: at 2 000 iterations the two are equal within run-to-run
-    spread, but with 1 chains from noise stick on the faces of the [0, 1] box past about 3 000 iterations (the
-    gradient pushes 99.8 % of their clamped pixels outwards), while 0.1 trains on to 4 000 and keeps improving, so
-    ``--iterations 4000`` is a better demo where there is time for it (recognisability 0.74/0.71, against 0.60/0.66
-    at 2 000 iterations of the same run).
+    energy regulariser is 0.1, not the reference code's 1: at 2 000 iterations the two are equal within the spread
+    between training seeds (FID-domain 115 against 120, two seeds each), but with 1 chains from noise stick on the
+    faces of the [0, 1] box past about 3 000 iterations (the gradient pushes 99.8 % of their clamped pixels
+    outwards), while 0.1 trains to 6 000 without breaking, so ``--iterations 4000`` is a better demo where there is
+    time for it (recognisability 0.74/0.71, against 0.60/0.66 at 2 000 iterations of the same run).
     """
     return Config(
         preset="demo",
