@@ -31,17 +31,21 @@ def demo() -> Config:
     between training seeds (FID-domain 115 against 120, two seeds each), but with 1 chains from noise stick on the
     faces of the [0, 1] box past about 3 000 iterations (the gradient pushes 99.8 % of their clamped pixels
     outwards), while 0.1 trains to 6 000 without breaking, so ``--iterations 4000`` is a better demo where there is
-    time for it (recognisability 0.74/0.71, against 0.60/0.66 at 2 000 iterations of the same run).
+    time for it (recognisability 0.74/0.71, against 0.60/0.66 at 2 000 iterations of the same run). Leaky ReLU
+    instead of swish and a learning rate of 2e-3 instead of 1e-3 (the twelfth round, three training seeds against
+    four): FID-domain 116 against 136, recognisability 0.68 against 0.59, colour distance 0.069 against 0.098, shape
+    agreement 0.85 against 0.75; the rate brings most of the recognisability, the piecewise-linear network the flat
+    colours.
     """
     return Config(
         preset="demo",
-        model=ModelConfig(base_width=16, channel_mults=(1, 2, 2), norm="none", activation="swish",
+        model=ModelConfig(base_width=16, channel_mults=(1, 2, 2), norm="none", activation="leaky_relu",
                           attention_res=None, multiscale=False),
         sampler=SamplerConfig(steps=20, step_size=10.0, noise=0.005),
         augment=AugmentConfig(crop_scale=(0.6, 1.0), color_jitter=(0.2, 0.2, 0.2, 0.4), jitter_p=1.0, grayscale_p=0.0),
         buffer=BufferConfig(capacity=5_000, reinit_prob=0.05),
         loss=LossConfig(alpha=0.1, ent_min_buffer=500),
-        optim=OptimConfig(lr=1e-3, ema_decay=0.99, decay_fraction=0.4),
+        optim=OptimConfig(lr=2e-3, ema_decay=0.99, decay_fraction=0.4),
         data=DataConfig(name="shapes", resolution=16, num_train=5_000),
         generate=GenerateConfig(num_samples=64, rounds=6, steps=30, settle_rounds=2, step_size=5.0),
         train=TrainConfig(iterations=2_000, batch_size=32, log_every=10, grad_norm_every=10, image_every=100,
