@@ -35,7 +35,8 @@ def demo() -> Config:
     instead of swish and a learning rate of 2e-3 instead of 1e-3 (the twelfth round, three training seeds against
     four): FID-domain 116 against 136, recognisability 0.68 against 0.59, colour distance 0.069 against 0.098, shape
     agreement 0.85 against 0.75; the rate brings most of the recognisability, the piecewise-linear network the flat
-    colours.
+    colours. With both, ``--iterations 4000`` gives FID-domain 95, recognisability 0.76, colour distance 0.056 and
+    shape agreement 0.93 (three training seeds).
     """
     return Config(
         preset="demo",
