@@ -31,6 +31,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+ALIVE = "ALIVE_NODES "  # marks the line that carries the answer of ``_wait_for``'s polling driver
+
+
+def alive_nodes(stdout: str) -> list[dict]:
+    """The node list from the polling driver's output, wherever Ray's own messages put it."""
+    lines = [line for line in stdout.splitlines() if line.startswith(ALIVE)]
+    return json.loads(lines[-1][len(ALIVE):]) if lines else []
+
+
 @dataclass
 class Node:
     proc: subprocess.Popen
@@ -63,17 +72,20 @@ class LocalCluster:
         return Node(proc, scratch)
 
     def _wait_for(self, count: int, timeout: float = 90) -> list[dict]:
-        """The alive nodes, once there are ``count`` of them (one driver process polls: importing Ray costs seconds)."""
+        """The alive nodes, once there are ``count`` of them (one driver process polls: importing Ray costs seconds).
+
+        The answer travels on its own marked line: Ray may print warnings to stdout after it (seen in CI on a busy
+        machine: "raylet has lagging heartbeats ..." as the last line)."""
         code = ("import json, os, sys, time, ray; ray.init(address=os.environ['RAY_ADDRESS']); "
                 "t = time.time() + float(sys.argv[2])\n"
                 "while True:\n"
                 "    alive = [n for n in ray.nodes() if n['Alive']]\n"
                 "    if len(alive) == int(sys.argv[1]) or time.time() > t: break\n"
                 "    time.sleep(0.5)\n"
-                "print(json.dumps(alive))")
+                f"print({ALIVE!r} + json.dumps(alive), flush=True)")
         out = subprocess.run([sys.executable, "-c", code, str(count), str(timeout)], env=self.env, capture_output=True,
                              text=True, timeout=timeout + 60)
-        alive = json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 and out.stdout.strip() else []
+        alive = alive_nodes(out.stdout) if out.returncode == 0 else []
         if len(alive) != count:
             raise TimeoutError(f"the test cluster did not reach {count} alive nodes ({out.stderr[-500:]}); logs in {self.base}")
         return alive

@@ -27,7 +27,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 sys.path.insert(0, str(Path(__file__).parent))  # the suite imports tests with --import-mode=importlib
-from multinode import LocalCluster, start_mlflow  # noqa: E402
+from multinode import ALIVE, LocalCluster, alive_nodes, start_mlflow  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -54,6 +54,14 @@ def run(cmd: list[str], env: dict[str, str], timeout: float = 240) -> subprocess
 
 def files(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_the_node_poll_finds_its_answer_among_rays_messages():
+    """CI once failed here: Ray printed a warning to stdout after the node list."""
+    nodes = [{"NodeID": "a", "Alive": True}]
+    stdout = f"2026 INFO worker.py: Connecting\n{ALIVE}{json.dumps(nodes)}\n\t(2) raylet has lagging heartbeats.\n"
+    assert alive_nodes(stdout) == nodes
+    assert alive_nodes("\t(2) raylet has lagging heartbeats.\n") == []
 
 
 def test_a_path_one_node_cannot_see_is_refused_before_work(cluster, tmp_path):
