@@ -86,6 +86,7 @@ def test_optuna_search_shows_the_hyperparameters_and_marks_the_best_model(ray_lo
     table = tune.ExperimentAnalysis(str(tmp_path / "sweep")).dataframe()  # what Tune's results table shows
     assert {"config/optim.lr", "config/sampler.steps"} <= set(table.columns)
     assert table["config/optim.lr"].between(1e-5, 1e-3).all()
+    assert table["pid"].nunique() < len(rows)  # a finished trial's process runs a later one (reuse_actors)
     client = MlflowClient(f"sqlite:///{tmp_path / 'sweep' / 'mlflow.db'}")
     assert {"summary.md", "summary_table.json", "parallel_coordinates.png"} <= {a.path for a in client.list_artifacts(parent)}
     best = min((r for r in rows if r.get("run_id")), key=lambda r: r["eval/fid_domain"])
