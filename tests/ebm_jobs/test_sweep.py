@@ -53,8 +53,8 @@ def test_sweep_makes_nested_runs_with_metrics_and_plots(ray_local, tmp_path):
 
 def test_asha_sweep_completes_and_leaves_no_run_open(ray_local, tmp_path):
     rows, parent = sweep(get_preset("test").override({"train.iterations": 8}), sweep_dir=tmp_path / "sweep",
-                         grid=parse_grid(["loss.w_ent=0,0.3,0.6"]),
-                         asha=True)
+                         grid=parse_grid(["loss.w_ent=0,0.3,0.6"]), asha=True,
+                         max_concurrent=1)  # one trial process for all three: the suite's 2 cores are busy anyway
     assert len(rows) == 3 and all(r["step"] <= 8 for r in rows)
     assert all("loss/cd" not in r for r in rows)  # the summary keeps its own columns only
     client = MlflowClient(f"sqlite:///{tmp_path / 'sweep' / 'mlflow.db'}")
@@ -80,7 +80,7 @@ def test_optuna_search_shows_the_hyperparameters_and_marks_the_best_model(ray_lo
     from ray import tune
 
     rows, parent = sweep(get_preset("test").override({"train.iterations": 4, "jobs.quality_samples": 32}),
-                         sweep_dir=tmp_path / "sweep", search="optuna", num_samples=4,
+                         sweep_dir=tmp_path / "sweep", search="optuna", num_samples=4, max_concurrent=1,
                          space=parse_space(["optim.lr=loguniform(1e-5,1e-3)", "sampler.steps=choice(3,5)"]))
     assert len(rows) == 4 and len({r["trial"] for r in rows}) == 4
     table = tune.ExperimentAnalysis(str(tmp_path / "sweep")).dataframe()  # what Tune's results table shows
