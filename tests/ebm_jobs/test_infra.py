@@ -127,10 +127,11 @@ def test_private_ray_never_attaches_to_a_running_head(new_home, tmp_path):
         before = drivers(env, ports[1])
 
         fixture = subprocess.run([sys.executable, "-c", "from ebm_jobs.cluster import init_ray; import ray; "
-                                  "init_ray('local', num_cpus=1); print(ray.get_runtime_context().gcs_address)"],
+                                  "init_ray('local', num_cpus=1); print('GCS', ray.get_runtime_context().gcs_address)"],
                                  env=env, capture_output=True, text=True, timeout=120)
         assert fixture.returncode == 0, fixture.stderr[-2000:]
-        assert not fixture.stdout.strip().endswith(f":{ports[0]}")
+        gcs = [line.split()[1] for line in fixture.stdout.splitlines() if line.startswith("GCS ")]  # Ray may print too
+        assert len(gcs) == 1 and not gcs[0].endswith(f":{ports[0]}"), fixture.stdout[-2000:]
 
         sweep = subprocess.run([str(BIN / "ebm"), "sweep", "--preset", "test", "--grid", "sampler.steps=2",
                                 "--iterations", "2", "--sweep-dir", str(tmp_path / "sweep")],
