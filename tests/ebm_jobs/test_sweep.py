@@ -116,3 +116,5 @@ def test_summary_table_shows_the_quality_figures_beside_held_out_real_images():
     assert lines[0].split(" | ")[-3:] == ["fid_domain", "recognisability", "precision |"]
     assert lines[2].endswith("| 900.000 | 0.410 | 0.300 |") and lines[3].endswith("| n/a | n/a | n/a |")
     assert lines[4].startswith("| *held-out real images*") and lines[4].endswith("| 61.000 | 1.000 | 0.960 |")
+    plain = summary_table([{"trial": "c", "overrides": "{}", "energy/diff": 0.01}]).splitlines()  # no figures
+    assert [line.count("|") for line in plain] == [6, 6, 6]  # five columns, no empty sixth

@@ -32,16 +32,17 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
     split's figures as the yardstick."""
     figs = [f for f in FIGURES if any(f"eval/{f}" in r for r in rows)]
     cell = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
-    lines = ["| trial | overrides | final energy/diff | max abs diff (last 1/4) | stable | " + " | ".join(figs) + " |",
-             "| --- " * (5 + len(figs)) + "|"]
+    row = lambda cells: "| " + " | ".join(cells) + " |"  # noqa: E731  (no empty column when there are no figures)
+    lines = [row(["trial", "overrides", "final energy/diff", "max abs diff (last 1/4)", "stable", *figs]),
+             row(["---"] * (5 + len(figs)))]
     for r in rows:
         diff, tail = r.get("energy/diff"), r.get("energy/diff_max_abs_last_quarter")
-        lines.append(f"| {r['trial']} | {r['overrides']} | {'n/a' if diff is None else f'{diff:.4f}'} | "
-                     f"{'n/a' if tail is None else f'{tail:.4f}'} | {status(r)} | "
-                     + " | ".join(cell(r.get(f"eval/{f}")) for f in figs) + " |")
+        lines.append(row([r["trial"], str(r["overrides"]), "n/a" if diff is None else f"{diff:.4f}",
+                          "n/a" if tail is None else f"{tail:.4f}", status(r),
+                          *(cell(r.get(f"eval/{f}")) for f in figs)]))
     real = next((r for r in rows if any(k.startswith("real/") for k in r)), None)
     if real is not None and figs:
-        lines.append("| *held-out real images* | | | | | " + " | ".join(cell(real.get(f"real/{f}")) for f in figs) + " |")
+        lines.append(row(["*held-out real images*", "", "", "", "", *(cell(real.get(f"real/{f}")) for f in figs)]))
     return "\n".join(lines)
 
 
