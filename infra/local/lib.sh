@@ -45,14 +45,26 @@ ray_pids() {
   done
 }
 
-# Start time of a pid as ps prints it (empty when the pid is gone): with the pid, it names one process.
-started() { ps -o lstart= -p "$1" 2>/dev/null | sed 's/^ *//'; }
+# `ps -o lstart` of a pid (empty when the pid is gone): the start time in wall-clock seconds.
+lstart() { ps -o lstart= -p "$1" 2>/dev/null | sed 's/^ *//'; }
 
-# The MLflow server's pid when $STATE/mlflow.pid names a live process with the recorded start time.
+# Start time of a pid (empty when the pid is gone): with the pid, it names one process. On Linux it is the
+# kernel's count of clock ticks from boot to the start (/proc/<pid>/stat, field 22; the 20th after the command
+# name, which may hold spaces and parentheses), which no change of the wall clock moves. `ps -o lstart` adds that
+# count to the boot time as the wall clock sees it now, so a clock step (NTP, a VM restored) or a slow drift past
+# a second boundary shifts every process's lstart, and stop.sh would lose a server it started. Elsewhere (macOS
+# has no /proc) lstart is what there is.
+started() {
+  if [ -r "/proc/$1/stat" ]; then sed -E 's/^.*\) //' "/proc/$1/stat" 2>/dev/null | awk '{print $20}'; else lstart "$1"; fi
+}
+
+# The MLflow server's pid when $STATE/mlflow.pid names a live process with the recorded start time (or with
+# the lstart that pid files written before the tick count record).
 mlflow_pid() {
   [ -f "$STATE/mlflow.pid" ] || return 0
   local pid when
   pid="$(sed -n 1p "$STATE/mlflow.pid")"
   when="$(sed -n 2p "$STATE/mlflow.pid")"
-  if [ -n "$pid" ] && [ -n "$when" ] && [ "$(started "$pid")" = "$when" ]; then echo "$pid"; fi
+  [ -n "$pid" ] && [ -n "$when" ] || return 0
+  if [ "$(started "$pid")" = "$when" ] || [ "$(lstart "$pid")" = "$when" ]; then echo "$pid"; fi
 }

@@ -97,6 +97,33 @@ def test_job_submit_on_a_new_machine_runs_the_test_preset_and_mlflow_sees_it(ser
     assert free(8276) and free(5017)
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="start times from /proc (Linux); lstart elsewhere")
+def test_stop_finds_its_mlflow_server_after_the_wall_clock_steps(tmp_path, new_home):
+    """`ps -o lstart` is the boot time as the wall clock sees it now plus the ticks since boot, so a clock step
+    (NTP, a VM restored) changes every process's lstart. A `ps` that reports another start time stands in for
+    the step here: stop.sh must still stop the server start.sh started, and leave its port free."""
+    env = {**os.environ, "HOME": str(new_home), "EBM_SERVICES_DIR": str(tmp_path / "services"), "MLFLOW_PORT": "5023"}
+    out = subprocess.run(["bash", str(ROOT / "infra/local/start.sh"), "mlflow"], env=env, capture_output=True,
+                         text=True, timeout=180)
+    assert out.returncode == 0, out.stdout + out.stderr
+    shim = tmp_path / "stepped-clock"
+    shim.mkdir()
+    (shim / "ps").write_text(f'#!/bin/sh\ncase "$*" in *lstart*) {shutil.which("ps")} "$@" > /dev/null && '
+                             f'echo "Thu Jan  1 00:00:00 1970"; exit $? ;; esac\nexec {shutil.which("ps")} "$@"\n')
+    (shim / "ps").chmod(0o755)
+    stepped = {**env, "PATH": f"{shim}:{env['PATH']}"}
+    try:
+        again = subprocess.run(["bash", str(ROOT / "infra/local/start.sh"), "mlflow"], env=stepped,
+                               capture_output=True, text=True, timeout=60)
+        assert again.returncode == 0 and "mlflow: already running" in again.stdout, again.stdout + again.stderr
+        stopped = subprocess.run(["bash", str(ROOT / "infra/local/stop.sh"), "mlflow"], env=stepped,
+                                 capture_output=True, text=True, timeout=60)
+        assert "mlflow: stopped" in stopped.stdout, stopped.stdout + stopped.stderr
+        assert free(5023)
+    finally:
+        stop(env)
+
+
 def drivers(env: dict[str, str], dashboard: int) -> int:
     """The number of driver processes that have ever connected to the head behind ``dashboard``."""
     out = subprocess.run([str(BIN / "ray"), "list", "jobs", "--address", f"http://127.0.0.1:{dashboard}", "--format",
