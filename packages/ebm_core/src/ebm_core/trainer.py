@@ -206,8 +206,10 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_fit_start(self)
         metrics: dict[str, float] = {}
+        # miniters=1: look at the clock every step. tqdm's default (dynamic miniters) lets its monitor thread redraw
+        # without restarting the mininterval clock, so a log got two lines a second apart after a slow spell.
         bar = tqdm(total=total, initial=self.step_count, desc="train", disable=not cfg.progress or self.rank != 0,
-                   dynamic_ncols=True, mininterval=bar_interval())
+                   dynamic_ncols=True, mininterval=bar_interval(), miniters=1)
         try:
             while self.step_count < total:
                 metrics = self.step()
