@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import os
 
-import pytest
-import torch
+# One thread per process, set before torch loads and inherited by every subprocess the tests start: two xdist
+# workers on two cores, each also running Ray workers and CLI subprocesses, oversubscribe the cores, and OpenMP's
+# waiting threads spin. Measured here: tests/ebm_core + tests/ebm_eval take 165 s with torch's default, 80 s with 1.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 from torch import nn
 
 from ebm_core.presets import test as test_preset
