@@ -159,7 +159,7 @@ def train_domain_net(train: ImageSet, test: ImageSet, *, settings: JudgeSettings
     epochs = math.ceil(s.steps * s.batch_size / len(train))
     batches = (idx for _ in range(epochs) for idx in torch.randperm(len(train), generator=g).split(s.batch_size))
     for idx in tqdm(itertools.islice(batches, s.steps), total=s.steps, desc="judge", disable=not progress,
-                    leave=False, mininterval=bar_interval()):
+                    leave=False, mininterval=bar_interval(), miniters=1):  # miniters=1: as the trainer's bar
         x, y = train.batch(idx)
         if shift and s.max_shift:
             dx, dy = torch.randint(-s.max_shift, s.max_shift + 1, (2,), generator=g).tolist()
