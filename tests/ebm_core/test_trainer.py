@@ -50,12 +50,13 @@ def test_progress_off_a_terminal_is_one_line_per_interval_even_after_a_slow_step
     """A log file or ``ray job submit`` (stderr not a TTY) gets the bar once per interval, not a line per iteration.
     A slow step used to wake tqdm's monitor thread, which redrew without restarting the interval: two lines at once.
     Here the interval is 1 s (10 s in real logs) and the monitor is as quick, so a slow third step shows it."""
+    import ebm_core.callbacks as callbacks
     import ebm_core.trainer as tr
 
     log = _StampedLog()
     monkeypatch.setattr(sys, "stderr", log)
     assert bar_interval() == 10.0
-    monkeypatch.setattr(tr, "bar_interval", lambda: 1.0)
+    monkeypatch.setattr(callbacks, "bar_interval", lambda: 1.0)
     monkeypatch.setattr(tr, "tqdm", functools.partial(tr.tqdm, maxinterval=1.0))  # tqdm's monitor wakes after 1 s
     monkeypatch.setattr(tr.tqdm.func, "monitor_interval", 0.05)  # and looks every 0.05 s
     if tr.tqdm.func.monitor is not None:  # a monitor started by an earlier bar sleeps 10 s between looks

@@ -27,6 +27,13 @@ def bar_interval() -> float:
     return 0.5 if sys.stderr.isatty() else 10.0
 
 
+def bar_options() -> dict[str, float]:
+    """tqdm arguments for a bar that may end up in a log: a redraw every ``bar_interval()`` seconds, the clock checked
+    at every iteration (``miniters=1``). tqdm's default (dynamic miniters) lets its monitor thread redraw without
+    restarting the interval, which put two lines a second apart into logs after a slow step."""
+    return {"mininterval": bar_interval(), "miniters": 1}
+
+
 class Callback:
     """Override what you need; every hook is a no-op by default."""
 

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from .augment import Augment
 from .buffer import ReplayBuffer
-from .callbacks import Callback, bar_interval, chain_image
+from .callbacks import Callback, bar_options, chain_image
 from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import Config, ConfigError
 from .data import ImageSet, dequantize, load_dataset
@@ -206,10 +206,8 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_fit_start(self)
         metrics: dict[str, float] = {}
-        # miniters=1: look at the clock every step. tqdm's default (dynamic miniters) lets its monitor thread redraw
-        # without restarting the mininterval clock, so a log got two lines a second apart after a slow spell.
         bar = tqdm(total=total, initial=self.step_count, desc="train", disable=not cfg.progress or self.rank != 0,
-                   dynamic_ncols=True, mininterval=bar_interval(), miniters=1)
+                   dynamic_ncols=True, **bar_options())
         try:
             while self.step_count < total:
                 metrics = self.step()

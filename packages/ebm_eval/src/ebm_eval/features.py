@@ -26,7 +26,7 @@ from filelock import FileLock
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ebm_core.callbacks import bar_interval
+from ebm_core.callbacks import bar_options
 from ebm_core.config import DataConfig
 from ebm_core.data import ImageSet, load_dataset
 
@@ -159,7 +159,7 @@ def train_domain_net(train: ImageSet, test: ImageSet, *, settings: JudgeSettings
     epochs = math.ceil(s.steps * s.batch_size / len(train))
     batches = (idx for _ in range(epochs) for idx in torch.randperm(len(train), generator=g).split(s.batch_size))
     for idx in tqdm(itertools.islice(batches, s.steps), total=s.steps, desc="judge", disable=not progress,
-                    leave=False, mininterval=bar_interval(), miniters=1):  # miniters=1: as the trainer's bar
+                    leave=False, **bar_options()):
         x, y = train.batch(idx)
         if shift and s.max_shift:
             dx, dy = torch.randint(-s.max_shift, s.max_shift + 1, (2,), generator=g).tolist()
