@@ -10,6 +10,10 @@ points bilinear resizing samples, torchvision's own colour conversions, a groupe
 each op is checked against its torchvision counterpart with the same parameters in
 tests/ebm_core/test_augment.py, and benchmarks/augment.py measures the two. The no-op mode returns its
 input untouched.
+
+Two settings go beyond torchvision's draws, for data whose modes they would otherwise blur: ``crop_ratio``
+(RandomResizedCrop's aspect ratios; (1, 1) keeps a shape's proportions) and ``hue_steps`` (hue shifts in whole
+steps of 1/n of the colour circle, for data with n evenly spaced hues).
 """
 
 from __future__ import annotations
