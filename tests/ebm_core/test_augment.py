@@ -122,6 +122,7 @@ def test_hue_steps_turn_by_whole_sixths_and_map_the_primaries_onto_each_other():
 
 
 @pytest.mark.parametrize("change, field", [({"hue_steps": -1}, "augment.hue_steps"),
+                                           ({"hue_steps": 2.5}, "augment.hue_steps"),
                                            ({"hue_steps": 2, "color_jitter": (0, 0, 0, 0.4)}, "augment.hue_steps"),
                                            ({"crop_ratio": (4 / 3, 3 / 4)}, "augment.crop_ratio"),
                                            ({"crop_ratio": (0.0, 1.0)}, "augment.crop_ratio")])
