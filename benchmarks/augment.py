@@ -26,8 +26,7 @@ from ebm_core.presets import get_preset
 
 def per_image(cfg: AugmentConfig, resolution: int):
     """torchvision's ops composed as Augment composes them, applied image by image."""
-    ops: list[v2.Transform] = [v2.RandomResizedCrop(resolution, scale=cfg.crop_scale, ratio=cfg.crop_ratio,
-                                                    antialias=True)]
+    ops: list[v2.Transform] = [v2.RandomResizedCrop(resolution, scale=cfg.crop_scale, antialias=True)]
     if cfg.flip:
         ops.append(v2.RandomHorizontalFlip())
     if any(cfg.color_jitter):

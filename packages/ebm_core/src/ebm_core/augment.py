@@ -10,10 +10,6 @@ points bilinear resizing samples, torchvision's own colour conversions, a groupe
 each op is checked against its torchvision counterpart with the same parameters in
 tests/ebm_core/test_augment.py, and benchmarks/augment.py measures the two. The no-op mode returns its
 input untouched.
-
-Two settings go beyond torchvision's draws, for data whose modes they would otherwise blur: ``crop_ratio``
-(RandomResizedCrop's aspect ratios; (1, 1) keeps a shape's proportions) and ``hue_steps`` (hue shifts in whole
-steps of 1/n of the colour circle, for data with n evenly spaced hues).
 """
 
 from __future__ import annotations
@@ -27,20 +23,20 @@ from torchvision.transforms.v2.functional._color import _hsv_to_rgb, _rgb_to_hsv
 
 from .config import AugmentConfig
 
+CROP_RATIO = (3 / 4, 4 / 3)  # RandomResizedCrop's default aspect-ratio range
 CROP_ATTEMPTS = 10  # as RandomResizedCrop.get_params
 BLUR_SIGMA = (0.1, 2.0)
 
 
-def crop_boxes(n: int, size: int, scale: tuple[float, float],
-               ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> Tensor:
+def crop_boxes(n: int, size: int, scale: tuple[float, float]) -> Tensor:
     """RandomResizedCrop's parameters for ``n`` square images of side ``size``: boxes (n, 4) as x1, y1, x2, y2.
 
     ``get_params`` vectorised: up to 10 draws of area and log aspect ratio per image, the first that fits
     is kept; none fitting gives the whole image (its centre crop for a square image).
     """
     area = torch.empty(n, CROP_ATTEMPTS).uniform_(*scale) * size * size
-    r = torch.empty(n, CROP_ATTEMPTS).uniform_(math.log(ratio[0]), math.log(ratio[1])).exp()
-    w, h = (area * r).sqrt().round(), (area / r).sqrt().round()
+    ratio = torch.empty(n, CROP_ATTEMPTS).uniform_(math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1])).exp()
+    w, h = (area * ratio).sqrt().round(), (area / ratio).sqrt().round()
     fits = (w > 0) & (w <= size) & (h > 0) & (h <= size)
     first = fits.float().argmax(1, keepdim=True)  # the first attempt that fits
     found = fits.any(1)
@@ -120,9 +116,6 @@ class Augment:
         b, c, s, h = self.cfg.color_jitter
         ranges = [(max(0.0, 1 - b), 1 + b), (max(0.0, 1 - c), 1 + c), (max(0.0, 1 - s), 1 + s), (-h, h)]
         f = torch.stack([torch.empty(n).uniform_(lo, hi) for lo, hi in ranges], 1)
-        if self.cfg.hue_steps:  # a whole number of 1/n turns within [-h, h]
-            k = math.floor(h * self.cfg.hue_steps + 1e-9)
-            f[:, 3] = torch.randint(-k, k + 1, (n,)).float() / self.cfg.hue_steps
         f[torch.rand(n) >= self.cfg.jitter_p] = torch.tensor([1.0, 1.0, 1.0, 0.0])
         return f
 
@@ -130,7 +123,7 @@ class Augment:
         if not self.enabled:
             return x
         x, n = x.detach(), len(x)
-        x = resized_crop(x, crop_boxes(n, self.resolution, self.cfg.crop_scale, self.cfg.crop_ratio))
+        x = resized_crop(x, crop_boxes(n, self.resolution, self.cfg.crop_scale))
         if self.cfg.flip:
             x = torch.where((torch.rand(n) < 0.5).to(x.device)[:, None, None, None], x.flip(-1), x)
         if self.jitter_ops:

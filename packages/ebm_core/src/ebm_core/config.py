@@ -81,13 +81,8 @@ class AugmentConfig:
 
     enabled: bool = True
     crop_scale: tuple[float, float] = (0.08, 1.0)
-    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # aspect ratios of the crops (RandomResizedCrop's default)
     flip: bool = True
     color_jitter: tuple[float, float, float, float] = (0.8, 0.8, 0.8, 0.4)  # brightness, contrast, saturation, hue
-    # 0: the hue shift is uniform in [-hue, hue] (ColorJitter); n: a uniform multiple of 1/n of the colour circle
-    # in that range, for data whose hues are n evenly spaced ones (the shapes' six: a turn of 1/6 moves red to
-    # yellow, green, ...), so a transition moves a chain between the data's colours and not between them
-    hue_steps: int = 0
     jitter_p: float = 0.8
     grayscale_p: float = 0.2
     blur: str = "auto"  # auto (on for images >= 64 px) | on (any size; a 3x3 kernel at the least) | off
@@ -95,13 +90,6 @@ class AugmentConfig:
     def __post_init__(self) -> None:
         lo, hi = self.crop_scale
         _check(0 < lo <= hi <= 1, "augment.crop_scale", "0 < lo <= hi <= 1", self.crop_scale)
-        _check(len(self.crop_ratio) == 2 and 0 < self.crop_ratio[0] <= self.crop_ratio[1], "augment.crop_ratio",
-               "two numbers 0 < lo <= hi", self.crop_ratio)
-        _check(isinstance(self.hue_steps, int) and self.hue_steps >= 0, "augment.hue_steps",
-               "an int >= 0 (0: continuous hue shifts)", self.hue_steps)
-        _check(self.hue_steps == 0 or self.hue_steps * self.color_jitter[3] >= 1, "augment.hue_steps",
-               f"0, or at least 1 / hue = {1 / max(self.color_jitter[3], 1e-9):.3g} so that a shift other than 0 "
-               "is possible", self.hue_steps)
         _check(len(self.color_jitter) == 4 and all(v >= 0 for v in self.color_jitter) and self.color_jitter[3] <= 0.5,
                "augment.color_jitter", "four numbers >= 0 (hue <= 0.5)", self.color_jitter)
         _check(0 <= self.jitter_p <= 1, "augment.jitter_p", "a probability", self.jitter_p)
