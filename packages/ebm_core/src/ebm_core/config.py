@@ -44,6 +44,7 @@ class ModelConfig:
     spectral_norm: bool = False
     multiscale: bool = True  # full, 1/2 and 1/4 resolution networks, energy = sum (Sec. 2.4)
     num_classes: tuple[int, ...] = ()  # conditional (FiLM) on these attribute cardinalities; () = unconditional
+    unary_width: int = 0  # small only: a per-pixel energy MLP of this width beside the network (models/resnet.py); 0 = off
 
     def __post_init__(self) -> None:
         _choice("model.arch", self.arch, ("reference", "small"))
@@ -56,6 +57,7 @@ class ModelConfig:
         _check(self.attention_res is None or (isinstance(self.attention_res, int) and self.attention_res >= 1),
                "model.attention_res", "null or a positive int", self.attention_res)
         _check(all(isinstance(k, int) and k >= 2 for k in self.num_classes), "model.num_classes", "a list of ints >= 2", self.num_classes)
+        _check(isinstance(self.unary_width, int) and self.unary_width >= 0, "model.unary_width", "an int >= 0", self.unary_width)
 
 
 @dataclass(kw_only=True)

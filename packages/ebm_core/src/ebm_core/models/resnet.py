@@ -112,13 +112,32 @@ class SelfAttention(nn.Module):
         return x + self.gamma * out
 
 
+class UnaryEnergy(nn.Module):
+    """A per-pixel energy, averaged over the image: mean_ij u(x_ij), u an MLP on one pixel's channels.
+
+    The unary potential of a Markov random field, beside the network's. Its input gradient moves each pixel
+    towards the colours the data has, independently of its neighbours; the last layer starts at zero, so
+    the term starts switched off and training turns it on.
+    """
+
+    def __init__(self, *, in_channels: int, width: int, act: str) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Conv2d(in_channels, width, 1), make_act(act), nn.Conv2d(width, width, 1),
+                                 make_act(act), nn.Conv2d(width, 1, 1))
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.mlp(x).mean(dim=(1, 2, 3))  # (B,)
+
+
 class ResNetEnergy(nn.Module):
     """E_theta(x | c): one scalar energy per image, shape (B,). Low energy = likely."""
 
     def __init__(self, *, resolution: int, in_channels: int = 3, base_width: int = 64,
                  channel_mults: tuple[int, ...] = (1, 2, 2, 2), blocks_per_stage: int = 1, norm: str = "instance",
                  activation: str = "swish", attention_res: int | None = 8, spectral_norm: bool = False,
-                 num_classes: tuple[int, ...] = ()) -> None:
+                 num_classes: tuple[int, ...] = (), unary_width: int = 0) -> None:
         super().__init__()
         if resolution < MIN_FEATURE_RES:
             raise ValueError(f"resolution: expected >= {MIN_FEATURE_RES}, got {resolution}")
@@ -144,6 +163,7 @@ class ResNetEnergy(nn.Module):
             res //= 2
         self.act = make_act(activation)
         self.head = _maybe_sn(nn.Linear(c_prev, 1), spectral_norm)
+        self.unary = UnaryEnergy(in_channels=in_channels, width=unary_width, act=activation) if unary_width else None
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         c = one_hot_condition(self.num_classes, y)
@@ -156,4 +176,5 @@ class ResNetEnergy(nn.Module):
             if self.downsample[i]:
                 h = F.avg_pool2d(h, 2)  # (B, C, H/2, W/2)
         h = self.act(h).mean(dim=(2, 3))  # global mean pool, (B, C)
-        return self.head(h).squeeze(1)  # (B,)
+        e = self.head(h).squeeze(1)  # (B,)
+        return e if self.unary is None else e + self.unary(x)
