@@ -144,3 +144,30 @@ def test_pair_block_adds_the_identity():
             conv.bias.zero_()
     x = torch.randn(2, 8, 6, 6)
     torch.testing.assert_close(b(x, None), x)
+
+
+def test_unary_energy_is_the_mean_of_a_per_pixel_mlp():
+    """E(x) = E_net(x) + mean_ij u(x_ij), u written out with the MLP's weights; the term starts at zero."""
+    import copy
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(base_width=4, channel_mults=(1, 2), attention_res=None, multiscale=False, activation="leaky_relu",
+                      unary_width=5)
+    m = build_model(cfg, resolution=8)
+    x = torch.rand(3, 3, 8, 8)
+    without = copy.deepcopy(m)
+    without.unary = None
+    torch.testing.assert_close(m(x), without(x))  # the last layer starts at zero: the term starts off
+    for p in m.unary.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    (W1, b1), (W2, b2), (W3, b3) = [(c.weight.flatten(1), c.bias) for c in m.unary.mlp if isinstance(c, torch.nn.Conv2d)]
+    pixels = x.permute(0, 2, 3, 1).reshape(3, 64, 3)  # (B, HW, C)
+    u = F.leaky_relu(F.leaky_relu(pixels @ W1.T + b1, 0.2) @ W2.T + b2, 0.2) @ W3.T + b3  # (B, HW, 1)
+    torch.testing.assert_close(m(x) - without(x), u.mean(dim=(1, 2)))
+
+
+def test_unary_energy_is_only_for_the_small_network():
+    with pytest.raises(ConfigError, match="model.unary_width"):
+        ModelConfig(arch="reference", unary_width=8)
+    with pytest.raises(ConfigError, match="model.unary_width"):
+        ModelConfig(unary_width=-1)

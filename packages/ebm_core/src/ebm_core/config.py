@@ -58,6 +58,7 @@ class ModelConfig:
                "model.attention_res", "null or a positive int", self.attention_res)
         _check(all(isinstance(k, int) and k >= 2 for k in self.num_classes), "model.num_classes", "a list of ints >= 2", self.num_classes)
         _check(isinstance(self.unary_width, int) and self.unary_width >= 0, "model.unary_width", "an int >= 0", self.unary_width)
+        _check(self.unary_width == 0 or self.arch == "small", "model.unary_width", "0 with model.arch=reference (the paper's network has no unary term)", self.unary_width)
 
 
 @dataclass(kw_only=True)
