@@ -62,16 +62,17 @@ def test_seeds_needed_follow_the_power_formula():
 
 
 def test_small_scale_trains_with_the_reference_settings_where_the_demo_preset_departs():
-    """The demo preset decays its rate, uses a weaker energy regulariser, leaky ReLU and a faster rate for its samples
-    (docs/demo-tuning.md); the reproduction compares the paper's variants under the reference code's constant rate,
-    alpha = 1 and swish, at the rate of the committed report."""
+    """The demo preset decays its rate, uses a weaker energy regulariser, leaky ReLU, a faster rate and a unary term
+    for its samples (docs/demo-tuning.md); the reproduction compares the paper's variants under the reference code's
+    constant rate, alpha = 1, swish and no unary term, at the rate of the committed report."""
     def settings(c: Config) -> tuple:
         return c.loss.alpha, c.optim.decay_fraction, c.model.activation, c.optim.lr
 
     demo, small = get_preset("demo"), SCALES["small"].base()
     assert settings(demo) == (0.1, 0.4, "leaky_relu", 2e-3)
     assert settings(small) == (1.0, 0.0, "swish", 1e-3)
-    assert small.model == replace(demo.model, activation="swish") and small.sampler == demo.sampler  # else the demo's
+    assert demo.model.unary_width == 32 and small.model.unary_width == 0
+    assert small.model == replace(demo.model, activation="swish", unary_width=0) and small.sampler == demo.sampler  # else the demo's
 
 
 def test_plan_trains_identical_configurations_once():
