@@ -72,6 +72,8 @@ def test_small_scale_trains_with_the_reference_settings_where_the_demo_preset_de
     assert settings(demo) == (0.1, 0.4, "leaky_relu", 2e-3)
     assert settings(small) == (1.0, 0.0, "swish", 1e-3)
     assert demo.model.unary_width == 32 and small.model.unary_width == 0
+    assert (demo.generate.rounds, demo.generate.settle_rounds) == (9, 3)
+    assert (small.generate.rounds, small.generate.settle_rounds) == (6, 2)  # as the committed report was measured
     assert small.model == replace(demo.model, activation="swish", unary_width=0) and small.sampler == demo.sampler  # else the demo's
 
 
