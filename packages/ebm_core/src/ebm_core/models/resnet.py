@@ -3,8 +3,9 @@ the reference network (``reference.py``) shares with it.
 
 Residual blocks with instance norm (group norm above 128 channels), optional self-attention at one
 resolution, optional spectral norm (torch's parametrization), Swish or LeakyReLU, global mean
-pooling and a linear head. A conditional variant applies FiLM gain and bias from a label vector
-after every normalisation. Attention is written out (not SDPA) because L_opt needs its double
+pooling and a linear head, plus an optional per-pixel (unary) energy (``UnaryEnergy``, not in the
+paper). A conditional variant applies FiLM gain and bias from a label vector after every
+normalisation. Attention is written out (not SDPA) because L_opt needs its double
 backward.
 """
 
