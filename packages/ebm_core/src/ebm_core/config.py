@@ -45,6 +45,7 @@ class ModelConfig:
     multiscale: bool = True  # full, 1/2 and 1/4 resolution networks, energy = sum (Sec. 2.4)
     num_classes: tuple[int, ...] = ()  # conditional (FiLM) on these attribute cardinalities; () = unconditional
     unary_width: int = 0  # small only: a per-pixel energy MLP of this width beside the network (models/resnet.py); 0 = off
+    unary_kind: str = "mlp"  # mlp | mixture (a Gaussian mixture over pixel colours with unary_width components)
 
     def __post_init__(self) -> None:
         _choice("model.arch", self.arch, ("reference", "small"))
@@ -58,6 +59,7 @@ class ModelConfig:
                "model.attention_res", "null or a positive int", self.attention_res)
         _check(all(isinstance(k, int) and k >= 2 for k in self.num_classes), "model.num_classes", "a list of ints >= 2", self.num_classes)
         _check(isinstance(self.unary_width, int) and self.unary_width >= 0, "model.unary_width", "an int >= 0", self.unary_width)
+        _choice("model.unary_kind", self.unary_kind, ("mlp", "mixture"))
         _check(self.unary_width == 0 or self.arch == "small", "model.unary_width", "0 with model.arch=reference (the paper's network has no unary term)", self.unary_width)
 
 
