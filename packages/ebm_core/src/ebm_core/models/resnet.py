@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as _sn
 
 MIN_FEATURE_RES = 4  # stages stop downsampling once features are this small
+LOG_SCALE_INIT = -6.0  # the mixture unary's log scale at the start: exp(-6) = 0.0025
 
 
 def _maybe_sn(module: nn.Module, on: bool) -> nn.Module:
@@ -138,7 +139,8 @@ class MixtureUnary(nn.Module):
 
     Unlike an MLP's piecewise-linear potential, whose minima sit at its kinks, this one has a local minimum near
     every centre mu_k, so a pixel is pulled towards the nearest learned colour rather than towards the most
-    common one. The scale s starts at zero, so the term starts switched off and training turns it on.
+    common one. The scale s = exp(rho) is positive, so the term can only attract pixels to its centres (a free
+    scale turned negative in training and pushed pixels away from them), and starts at exp(-6): nearly off.
     """
 
     def __init__(self, *, in_channels: int, components: int) -> None:
@@ -146,7 +148,7 @@ class MixtureUnary(nn.Module):
         self.mu = nn.Parameter(torch.rand(components, in_channels))  # (K, C) centres, uniform in the colour cube
         self.log_sigma = nn.Parameter(torch.full((components,), math.log(0.2)))
         self.logit = nn.Parameter(torch.zeros(components))
-        self.scale = nn.Parameter(torch.zeros(()))
+        self.log_scale = nn.Parameter(torch.tensor(LOG_SCALE_INIT))
 
     def forward(self, x: Tensor) -> Tensor:
         C = x.shape[1]
@@ -154,7 +156,7 @@ class MixtureUnary(nn.Module):
         sigma2 = (2 * self.log_sigma).exp()[None, :, None, None]
         log_w = torch.log_softmax(self.logit, 0)[None, :, None, None]
         log_p = torch.logsumexp(log_w - d2 / (2 * sigma2) - C * self.log_sigma[None, :, None, None], dim=1)
-        return -self.scale * log_p.mean(dim=(1, 2))  # (B,)
+        return -self.log_scale.exp() * log_p.mean(dim=(1, 2))  # (B,)
 
 
 class ResNetEnergy(nn.Module):
