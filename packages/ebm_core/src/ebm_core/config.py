@@ -45,7 +45,6 @@ class ModelConfig:
     multiscale: bool = True  # full, 1/2 and 1/4 resolution networks, energy = sum (Sec. 2.4)
     num_classes: tuple[int, ...] = ()  # conditional (FiLM) on these attribute cardinalities; () = unconditional
     unary_width: int = 0  # small only: a per-pixel energy MLP of this width beside the network (models/resnet.py); 0 = off
-    unary_kind: str = "mlp"  # mlp | mixture (a Gaussian mixture over pixel colours with unary_width components)
 
     def __post_init__(self) -> None:
         _choice("model.arch", self.arch, ("reference", "small"))
@@ -59,7 +58,6 @@ class ModelConfig:
                "model.attention_res", "null or a positive int", self.attention_res)
         _check(all(isinstance(k, int) and k >= 2 for k in self.num_classes), "model.num_classes", "a list of ints >= 2", self.num_classes)
         _check(isinstance(self.unary_width, int) and self.unary_width >= 0, "model.unary_width", "an int >= 0", self.unary_width)
-        _choice("model.unary_kind", self.unary_kind, ("mlp", "mixture"))
         _check(self.unary_width == 0 or self.arch == "small", "model.unary_width", "0 with model.arch=reference (the paper's network has no unary term)", self.unary_width)
 
 
@@ -85,7 +83,7 @@ class AugmentConfig:
     """Data-augmentation transitions (Sec. 2.3, DESIGN §2 reference set)."""
 
     enabled: bool = True
-    crop_scale: tuple[float, float] = (0.08, 1.0)
+    crop_scale: tuple[float, float] = (0.08, 1.0)  # box area / image area; above 1 the box is larger (zoom out)
     flip: bool = True
     color_jitter: tuple[float, float, float, float] = (0.8, 0.8, 0.8, 0.4)  # brightness, contrast, saturation, hue
     jitter_p: float = 0.8
@@ -94,7 +92,8 @@ class AugmentConfig:
 
     def __post_init__(self) -> None:
         lo, hi = self.crop_scale
-        _check(0 < lo <= hi <= 1, "augment.crop_scale", "0 < lo <= hi <= 1", self.crop_scale)
+        _check(0 < lo <= hi and lo <= 1, "augment.crop_scale", "0 < lo <= hi, lo <= 1 (hi > 1 also zooms out)",
+               self.crop_scale)
         _check(len(self.color_jitter) == 4 and all(v >= 0 for v in self.color_jitter) and self.color_jitter[3] <= 0.5,
                "augment.color_jitter", "four numbers >= 0 (hue <= 0.5)", self.color_jitter)
         _check(0 <= self.jitter_p <= 1, "augment.jitter_p", "a probability", self.jitter_p)

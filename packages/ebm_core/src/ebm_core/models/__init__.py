@@ -25,7 +25,7 @@ def build_model(cfg: ModelConfig, *, resolution: int, in_channels: int = 3) -> n
         return ResNetEnergy(resolution=res, in_channels=in_channels, base_width=cfg.base_width,
                             channel_mults=cfg.channel_mults, blocks_per_stage=cfg.blocks_per_stage, norm=cfg.norm,
                             activation=cfg.activation, attention_res=cfg.attention_res,
-                            spectral_norm=cfg.spectral_norm, num_classes=cfg.num_classes, unary_width=cfg.unary_width, unary_kind=cfg.unary_kind)
+                            spectral_norm=cfg.spectral_norm, num_classes=cfg.num_classes, unary_width=cfg.unary_width)
 
     if not cfg.multiscale:
         return net(resolution)

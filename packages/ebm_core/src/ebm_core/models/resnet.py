@@ -19,7 +19,6 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as _sn
 
 MIN_FEATURE_RES = 4  # stages stop downsampling once features are this small
-LOG_SCALE_INIT = -6.0  # the mixture unary's log scale at the start: exp(-6) = 0.0025
 
 
 def _maybe_sn(module: nn.Module, on: bool) -> nn.Module:
@@ -133,39 +132,13 @@ class UnaryEnergy(nn.Module):
         return self.mlp(x).mean(dim=(1, 2, 3))  # (B,)
 
 
-class MixtureUnary(nn.Module):
-    """A per-pixel energy that is a Gaussian mixture over one pixel's colour, averaged over the image:
-    mean_ij -s * log sum_k pi_k N(x_ij; mu_k, sigma_k^2 I).
-
-    Unlike an MLP's piecewise-linear potential, whose minima sit at its kinks, this one has a local minimum near
-    every centre mu_k, so a pixel is pulled towards the nearest learned colour rather than towards the most
-    common one. The scale s = exp(rho) is positive, so the term can only attract pixels to its centres (a free
-    scale turned negative in training and pushed pixels away from them), and starts at exp(-6): nearly off.
-    """
-
-    def __init__(self, *, in_channels: int, components: int) -> None:
-        super().__init__()
-        self.mu = nn.Parameter(torch.rand(components, in_channels))  # (K, C) centres, uniform in the colour cube
-        self.log_sigma = nn.Parameter(torch.full((components,), math.log(0.2)))
-        self.logit = nn.Parameter(torch.zeros(components))
-        self.log_scale = nn.Parameter(torch.tensor(LOG_SCALE_INIT))
-
-    def forward(self, x: Tensor) -> Tensor:
-        C = x.shape[1]
-        d2 = ((x[:, None] - self.mu[None, :, :, None, None]) ** 2).sum(2)  # (B, K, H, W)
-        sigma2 = (2 * self.log_sigma).exp()[None, :, None, None]
-        log_w = torch.log_softmax(self.logit, 0)[None, :, None, None]
-        log_p = torch.logsumexp(log_w - d2 / (2 * sigma2) - C * self.log_sigma[None, :, None, None], dim=1)
-        return -self.log_scale.exp() * log_p.mean(dim=(1, 2))  # (B,)
-
-
 class ResNetEnergy(nn.Module):
     """E_theta(x | c): one scalar energy per image, shape (B,). Low energy = likely."""
 
     def __init__(self, *, resolution: int, in_channels: int = 3, base_width: int = 64,
                  channel_mults: tuple[int, ...] = (1, 2, 2, 2), blocks_per_stage: int = 1, norm: str = "instance",
                  activation: str = "swish", attention_res: int | None = 8, spectral_norm: bool = False,
-                 num_classes: tuple[int, ...] = (), unary_width: int = 0, unary_kind: str = "mlp") -> None:
+                 num_classes: tuple[int, ...] = (), unary_width: int = 0) -> None:
         super().__init__()
         if resolution < MIN_FEATURE_RES:
             raise ValueError(f"resolution: expected >= {MIN_FEATURE_RES}, got {resolution}")
@@ -191,11 +164,7 @@ class ResNetEnergy(nn.Module):
             res //= 2
         self.act = make_act(activation)
         self.head = _maybe_sn(nn.Linear(c_prev, 1), spectral_norm)
-        self.unary = None
-        if unary_width and unary_kind == "mixture":
-            self.unary = MixtureUnary(in_channels=in_channels, components=unary_width)
-        elif unary_width:
-            self.unary = UnaryEnergy(in_channels=in_channels, width=unary_width, act=activation)
+        self.unary = UnaryEnergy(in_channels=in_channels, width=unary_width, act=activation) if unary_width else None
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         c = one_hot_condition(self.num_classes, y)
