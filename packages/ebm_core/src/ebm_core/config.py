@@ -83,7 +83,7 @@ class AugmentConfig:
     """Data-augmentation transitions (Sec. 2.3, DESIGN §2 reference set)."""
 
     enabled: bool = True
-    crop_scale: tuple[float, float] = (0.08, 1.0)  # box area / image area; above 1 the box is larger (zoom out)
+    crop_scale: tuple[float, float] = (0.08, 1.0)
     flip: bool = True
     color_jitter: tuple[float, float, float, float] = (0.8, 0.8, 0.8, 0.4)  # brightness, contrast, saturation, hue
     jitter_p: float = 0.8
@@ -92,8 +92,7 @@ class AugmentConfig:
 
     def __post_init__(self) -> None:
         lo, hi = self.crop_scale
-        _check(0 < lo <= hi and lo <= 1, "augment.crop_scale", "0 < lo <= hi, lo <= 1 (hi > 1 also zooms out)",
-               self.crop_scale)
+        _check(0 < lo <= hi <= 1, "augment.crop_scale", "0 < lo <= hi <= 1", self.crop_scale)
         _check(len(self.color_jitter) == 4 and all(v >= 0 for v in self.color_jitter) and self.color_jitter[3] <= 0.5,
                "augment.color_jitter", "four numbers >= 0 (hue <= 0.5)", self.color_jitter)
         _check(0 <= self.jitter_p <= 1, "augment.jitter_p", "a probability", self.jitter_p)
