@@ -129,7 +129,7 @@ class LossConfig:
     ent_min_buffer: int = 1000  # L_ent waits until the buffer holds this many samples
     ent_eps: float = 1e-8
     w_denoise: float = 0.0  # denoising term beside CD (docs/demo-tuning.md, 22nd round); 0: off, as the paper
-    denoise_sigma: float = 0.1
+    denoise_sigma: tuple[float, float] = (0.1, 0.1)  # per image, log-uniform between the two
 
     def __post_init__(self) -> None:
         for name in ("alpha", "w_opt", "w_ent", "w_denoise"):

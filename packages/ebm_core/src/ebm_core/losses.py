@@ -47,8 +47,8 @@ def ent_loss(x_hat: Tensor, X: Tensor, *, eps: float = 1e-8, exclude: Tensor | N
     return -(0.5 * torch.log(d2 + eps)).mean()  # Eq. 8
 
 
-def denoise_loss(grad_noisy: Tensor, noise: Tensor, *, sigma: float, step_size: float) -> Tensor:
+def denoise_loss(grad_noisy: Tensor, noise: Tensor, *, sigma: Tensor, step_size: float) -> Tensor:
     """The share of the noise sigma*eps that one descent step of ``step_size`` from x+ + sigma*eps leaves:
     mean (step_size * grad_x E(x+ + sigma*eps) - sigma*eps)^2 / sigma^2 (denoising score matching in the
-    sampler's own step units; 1 for a flat energy, 0 when one step returns to the data)."""
-    return (step_size * grad_noisy - sigma * noise).pow(2).mean() / sigma**2
+    sampler's own step units; 1 for a flat energy, 0 when one step returns to the data). ``sigma``: (B, 1, 1, 1)."""
+    return ((step_size * grad_noisy - sigma * noise) / sigma).pow(2).mean()

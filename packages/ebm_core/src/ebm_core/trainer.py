@@ -139,7 +139,8 @@ class Trainer:
 
         loss_kl = cfg.loss.w_opt * l_opt + cfg.loss.w_ent * l_ent
         if cfg.loss.w_denoise > 0:  # data as the sampler's fixed point: one step from x+ + sigma*eps returns to x+
-            sigma = cfg.loss.denoise_sigma
+            lo, hi = cfg.loss.denoise_sigma
+            sigma = lo * (hi / lo) ** torch.rand(B, 1, 1, 1, device=self.device)
             eps = torch.randn_like(x_pos)
             x_noisy = (x_pos + sigma * eps).requires_grad_(True)
             (g_noisy,) = torch.autograd.grad(model(x_noisy, y).sum(), x_noisy, create_graph=True)
