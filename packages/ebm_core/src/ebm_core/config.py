@@ -128,11 +128,9 @@ class LossConfig:
     ent_set_size: int = 100  # |X| of Eq. 8
     ent_min_buffer: int = 1000  # L_ent waits until the buffer holds this many samples
     ent_eps: float = 1e-8
-    w_denoise: float = 0.0  # denoising term beside CD (docs/demo-tuning.md, 22nd round); 0: off, as the paper
-    denoise_sigma: tuple[float, float] = (0.1, 0.1)  # per image, log-uniform between the two
 
     def __post_init__(self) -> None:
-        for name in ("alpha", "w_opt", "w_ent", "w_denoise"):
+        for name in ("alpha", "w_opt", "w_ent"):
             _check(getattr(self, name) >= 0, f"loss.{name}", "a number >= 0", getattr(self, name))
         _check(isinstance(self.ent_set_size, int) and self.ent_set_size >= 1, "loss.ent_set_size", "an int >= 1", self.ent_set_size)
         _check(isinstance(self.ent_min_buffer, int) and self.ent_min_buffer >= 1, "loss.ent_min_buffer",

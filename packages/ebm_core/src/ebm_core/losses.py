@@ -45,10 +45,3 @@ def ent_loss(x_hat: Tensor, X: Tensor, *, eps: float = 1e-8, exclude: Tensor | N
     """L_ent = -mean log NN(x_hat^-, X) (Eq. 8), with NN = sqrt(d^2 + eps) so coinciding points stay finite."""
     d2 = nearest_neighbour_sq(x_hat, X, exclude=exclude)
     return -(0.5 * torch.log(d2 + eps)).mean()  # Eq. 8
-
-
-def denoise_loss(grad_noisy: Tensor, noise: Tensor, *, sigma: Tensor, step_size: float) -> Tensor:
-    """The share of the noise sigma*eps that one descent step of ``step_size`` from x+ + sigma*eps leaves:
-    mean (step_size * grad_x E(x+ + sigma*eps) - sigma*eps)^2 / sigma^2 (denoising score matching in the
-    sampler's own step units; 1 for a flat energy, 0 when one step returns to the data). ``sigma``: (B, 1, 1, 1)."""
-    return ((step_size * grad_noisy - sigma * noise) / sigma).pow(2).mean()

@@ -26,7 +26,7 @@ from .data import ImageSet, dequantize, load_dataset
 from .ema import make_ema
 from .fastgrad import frozen_grad
 from .langevin import langevin
-from .losses import cd_loss, denoise_loss, ent_loss, opt_loss
+from .losses import cd_loss, ent_loss, opt_loss
 from .models import build_model, frozen, per_scale_energies
 from .pipeline import generate
 
@@ -138,14 +138,6 @@ class Trainer:
         l_ent = ent_loss(x_hat, X, eps=cfg.loss.ent_eps, exclude=own_start) if use_ent else zero  # Eq. 8
 
         loss_kl = cfg.loss.w_opt * l_opt + cfg.loss.w_ent * l_ent
-        if cfg.loss.w_denoise > 0:  # data as the sampler's fixed point: one step from x+ + sigma*eps returns to x+
-            lo, hi = cfg.loss.denoise_sigma
-            sigma = lo * (hi / lo) ** torch.rand(B, 1, 1, 1, device=self.device)
-            eps = torch.randn_like(x_pos)
-            x_noisy = (x_pos + sigma * eps).requires_grad_(True)
-            (g_noisy,) = torch.autograd.grad(model(x_noisy, y).sum(), x_noisy, create_graph=True)
-            l_den = denoise_loss(g_noisy, eps, sigma=sigma, step_size=s.step_size)
-            l_reg = l_reg + cfg.loss.w_denoise * l_den
         params = [p for p in model.parameters() if p.requires_grad]
         # the logged scalars, reduced with the gradients (one all-reduce): every rank sees the means over workers
         names = ["energy/pos", "energy/neg", "loss/cd", "loss/reg", "loss/kl_opt", "loss/kl_ent"]
@@ -165,8 +157,6 @@ class Trainer:
         if self.grad_reduce is not None:  # so every rank logs the same values, and the guard stops all together
             self.grad_reduce(grads + [stats])
         metrics = dict(zip(names, stats.tolist()))
-        if cfg.loss.w_denoise > 0:
-            metrics["loss/denoise"] = float(l_den)
         energies = stats[:2]
         self._guard(it, energies)
         for p, g in zip(params, grads):
