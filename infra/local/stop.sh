@@ -20,6 +20,10 @@ end() {
   done
   pids="$($1)"
   [ -z "$pids" ] || kill -KILL -- $pids 2>/dev/null
+  for _ in $(seq 1 10); do  # SIGKILL is delivered at once, but a process leaves the table only when it has exited
+    [ -n "$($1)" ] || return 0
+    sleep 0.2
+  done
   return 0
 }
 
@@ -30,7 +34,12 @@ if [ "$WHAT" = all ] || [ "$WHAT" = mlflow ]; then
   rm -f "$STATE/mlflow.pid"
 fi
 if [ "$WHAT" = all ] || [ "$WHAT" = ray ]; then
-  if end ray_pids; then echo "ray: stopped"; else echo "ray: not running (from $STATE)"; fi
+  # ray_pids names the group only while one of its processes names the head's temp dir. Once that has held, the
+  # group is the head's (a group id is not reused while the group has members), and every process left in it is
+  # stopped and waited for: workers and actors name no temp dir and outlive the raylet by a moment.
+  PGID="$([ -n "$(ray_pids)" ] && sed -n 1p "$STATE/ray.head")"
+  head_group() { group_members "$PGID"; }
+  if [ -n "$PGID" ] && end head_group; then echo "ray: stopped"; else echo "ray: not running (from $STATE)"; fi
   if [ -f "$STATE/ray.head" ]; then
     TEMP="$(sed -n 2p "$STATE/ray.head")"
     case "$TEMP" in /tmp/ebm-ray-*) rm -rf "$TEMP" ;; esac  # only the temp dirs start.sh made itself
