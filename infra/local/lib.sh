@@ -23,21 +23,27 @@ EOF
 # `cmd...` in a session (and process group) of its own, with the same pid: through Python, as macOS has no setsid(1).
 SETSID=(python -c 'import os, sys; os.setsid(); os.execvp(sys.argv[1], sys.argv[1:])')
 
-# The live (not zombie) members of process group $1.
-group_members() { ps -eo pid=,pgid=,stat= | awk -v g="$1" '$2 == g && $3 !~ /^Z/ {print $1}'; }
+# The live (not zombie) processes of session $1: what SETSID started and all it started in turn, whatever process
+# group they moved to (Ray's raylet gives each worker a group of its own). On systems other than Linux, whose ps may
+# have no session column, the members of process group $1.
+session_members() {
+  local column=pgid
+  [ "$(uname)" = Linux ] && column=sid
+  ps -eo "pid=,$column=,stat=" | awk -v s="$1" '$2 == s && $3 !~ /^Z/ {print $1}'
+}
 
-# The processes of the Ray head recorded in $STATE/ray.head (line 1: process group, line 2: temp dir).
-# start.sh runs `ray start` in a process group of its own, which every process of the head joins (GCS,
-# raylet, dashboard, agents, workers; many carry no path of the head on their command line). The group
+# The processes of the Ray head recorded in $STATE/ray.head (line 1: session id, line 2: temp dir).
+# start.sh runs `ray start` in a session of its own, in which every process of the head runs (GCS, raylet,
+# dashboard, agents, workers, actors; many carry no path of the head on their command line). The session
 # counts only while one of its processes still names the head's temp dir (a unique mktemp name), so a
-# group id that another program reuses after a crash never matches.
+# session id that another program reuses after a crash never matches.
 ray_pids() {
   [ -f "$STATE/ray.head" ] || return 0
-  local pgid temp members pid
-  pgid="$(sed -n 1p "$STATE/ray.head")"
+  local sid temp members pid
+  sid="$(sed -n 1p "$STATE/ray.head")"
   temp="$(sed -n 2p "$STATE/ray.head")"
-  [ -n "$pgid" ] && [ -n "$temp" ] || return 0
-  members="$(group_members "$pgid")"
+  [ -n "$sid" ] && [ -n "$temp" ] || return 0
+  members="$(session_members "$sid")"
   for pid in $members; do
     # -ww: whole command lines; ps cuts them at $COLUMNS where that is set (80 under pytest-xdist, and in
     # shells that export it), before the temp dir, which comes after the head's long binary path

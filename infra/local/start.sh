@@ -8,7 +8,7 @@
 # Ray's token auth: the token is ~/.ray/auth_token, created here with Ray's own command where none
 # exists; the head starts with RAY_AUTH_MODE=token, and clients with RAY_AUTH_MODE=token read the
 # same file (`ray job submit`, scripts/demo.sh, the tests).
-# The head runs in its own process group and temp dir (recorded in $EBM_SERVICES_DIR/ray.head), so
+# The head runs in its own session and temp dir (recorded in $EBM_SERVICES_DIR/ray.head), so
 # stop.sh stops this head and nothing else, and `ray.init()` elsewhere on the machine does not find
 # it by accident. A port already held by something this state directory did not start is an error.
 #
@@ -48,7 +48,7 @@ if [ "$WHAT" != mlflow ]; then
       --dashboard-port="$RAY_DASHBOARD_PORT" --dashboard-agent-listen-port="$RAY_AGENT_PORT" \
       --node-ip-address=127.0.0.1 ${RAY_NUM_CPUS:+--num-cpus="$RAY_NUM_CPUS"} --disable-usage-stats \
       --temp-dir="$TEMP" > "$STATE/ray-start.log" 2>&1 &
-    printf '%s\n%s\n' "$!" "$TEMP" > "$STATE/ray.head"  # the head's process group and temp dir, for stop.sh
+    printf '%s\n%s\n' "$!" "$TEMP" > "$STATE/ray.head"  # the head's session id and temp dir, for stop.sh
     wait $! || { cat "$STATE/ray-start.log" >&2; exit 1; }
     for _ in $(seq 1 60); do  # jobs are accepted once the dashboard agent listens
       listening "$RAY_AGENT_PORT" && break
@@ -66,7 +66,7 @@ if [ "$WHAT" != ray ]; then
     exit 0
   fi
   listening "$MLFLOW_PORT" && busy mlflow "$MLFLOW_PORT" MLFLOW_PORT
-  # In a process group of its own: the server and its workers, which stop.sh ends together.
+  # In a session of its own: the server and its workers, which stop.sh ends together.
   MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false "${SETSID[@]}" mlflow server \
     --backend-store-uri "${MLFLOW_BACKEND_URI:-sqlite:///$STATE/mlflow.db}" \
     --artifacts-destination "${MLFLOW_ARTIFACTS:-$STATE/mlartifacts}" \

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Stop what infra/local/start.sh started from the same EBM_SERVICES_DIR, and nothing else: the Ray
-# head's process group (not `ray stop`, which ends every Ray on the machine) and the MLflow server's,
+# head's session (not `ray stop`, which ends every Ray on the machine) and the MLflow server's,
 # each checked to be the one recorded (temp dir on a command line; pid with its start time).
 # Usage: bash infra/local/stop.sh [ray|mlflow]
 set -uo pipefail
@@ -29,17 +29,17 @@ end() {
 
 if [ "$WHAT" = all ] || [ "$WHAT" = mlflow ]; then
   PID="$(mlflow_pid)"
-  group() { group_members "$PID"; }  # the server and its workers (start.sh made them a process group)
-  if [ -n "$PID" ] && end group; then echo "mlflow: stopped"; else echo "mlflow: not running (from $STATE)"; fi
+  server() { session_members "$PID"; }  # the server and its workers (start.sh started them in a session of their own)
+  if [ -n "$PID" ] && end server; then echo "mlflow: stopped"; else echo "mlflow: not running (from $STATE)"; fi
   rm -f "$STATE/mlflow.pid"
 fi
 if [ "$WHAT" = all ] || [ "$WHAT" = ray ]; then
-  # ray_pids names the group only while one of its processes names the head's temp dir. Once that has held, the
-  # group is the head's (a group id is not reused while the group has members), and every process left in it is
-  # stopped and waited for: workers and actors name no temp dir and outlive the raylet by a moment.
-  PGID="$([ -n "$(ray_pids)" ] && sed -n 1p "$STATE/ray.head")"
-  head_group() { group_members "$PGID"; }
-  if [ -n "$PGID" ] && end head_group; then echo "ray: stopped"; else echo "ray: not running (from $STATE)"; fi
+  # ray_pids names the session only while one of its processes names the head's temp dir. Once that has held, the
+  # session is the head's (its id is not reused while it has members), and every process left in it is stopped and
+  # waited for: the jobs' workers and actors name no temp dir and outlive the raylet by a few seconds.
+  SID="$([ -n "$(ray_pids)" ] && sed -n 1p "$STATE/ray.head")"
+  head_session() { session_members "$SID"; }
+  if [ -n "$SID" ] && end head_session; then echo "ray: stopped"; else echo "ray: not running (from $STATE)"; fi
   if [ -f "$STATE/ray.head" ]; then
     TEMP="$(sed -n 2p "$STATE/ray.head")"
     case "$TEMP" in /tmp/ebm-ray-*) rm -rf "$TEMP" ;; esac  # only the temp dirs start.sh made itself

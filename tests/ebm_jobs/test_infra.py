@@ -90,14 +90,15 @@ def test_job_submit_on_a_new_machine_runs_the_test_preset_and_mlflow_sees_it(ser
     assert marked.returncode == 0, marked.stdout[-3000:] + marked.stderr[-3000:]
     assert "driver only-in-the-submitted-copy" in marked.stdout and "worker only-in-the-submitted-copy" in marked.stdout
 
-    pgid, temp_dir = (Path(services["EBM_SERVICES_DIR"]) / "ray.head").read_text().split()
+    session, temp_dir = (Path(services["EBM_SERVICES_DIR"]) / "ray.head").read_text().split()
     stopped = stop(services)
     assert "ray: stopped" in stopped and "mlflow: stopped" in stopped
     assert not Path(temp_dir).exists()
     assert free(8276) and free(5017)
-    # nothing of the head is left running, the actors of the jobs (whose command lines name no temp dir) included
-    table = subprocess.run(["ps", "-eo", "pid=,pgid=,stat=,args="], capture_output=True, text=True).stdout
-    left = [row for row in table.splitlines() if row.split()[1] == pgid and not row.split()[2].startswith("Z")]
+    # nothing of the head's session is left running, the jobs' workers and actors included (Ray gives each a process
+    # group of its own, and their command lines name no temp dir)
+    table = subprocess.run(["ps", "-eo", "pid=,sid=,stat=,args="], capture_output=True, text=True).stdout
+    left = [row for row in table.splitlines() if row.split()[1] == session and not row.split()[2].startswith("Z")]
     assert not left, left
 
 
