@@ -93,3 +93,19 @@ def test_sample_grids_on_disk_are_large_enough_to_see(tmp_path):
     px = torch.from_numpy(np.asarray(img)).permute(2, 0, 1)
     first = (x[0] * 255 + 0.5).clamp(0, 255).to(torch.uint8)  # torchvision's rounding
     assert torch.equal(px[:, 4:4 + 64:4, 4:4 + 64:4], first)  # every 4x4 block is one sample pixel
+
+
+def test_sample_a_conditional_and_a_greyscale_checkpoint(tmp_path, capsys):
+    """A conditional model is sampled with labels drawn from its training data; a greyscale one with one channel."""
+    cond, grey = tmp_path / "cond", tmp_path / "grey"
+    assert main(["train", "--preset", "test", "--run-dir", str(cond), "--set", "data.labels=[shape,colour]",
+                 "--set", "model.num_classes=[3,6]"]) == 0
+    assert main(["train", "--preset", "test", "--run-dir", str(grey), "--set", "data.name=digits",
+                 "--set", "data.channels=1"]) == 0
+    capsys.readouterr()
+    for run in (cond, grey):
+        png = tmp_path / f"{run.name}.png"
+        assert main(["sample", str(run / "checkpoints/step_0000006.pt"), "--num", "4", "--out", str(png)]) == 0
+        assert png.is_file()
+    out = capsys.readouterr().out
+    assert "a conditional model; labels ['shape', 'colour'] drawn from the shapes training data" in out

@@ -119,3 +119,23 @@ def test_real_images_score_as_real_and_noise_as_noise(shapes_judge):
     assert noise["eval/recognisability"] <= 0.1 and noise["eval/precision"] <= 0.1 and noise["eval/recall"] <= 0.1
     assert noise["eval/colour_distance"] > 5 * real["real/colour_distance"]
     assert noise["eval/fid_domain"] > 10 * real["real/fid_domain"]
+
+
+def test_a_conditional_model_gets_its_quality_figures(shapes_judge, tmp_path):
+    """quick_quality (end of run, sweeps) samples a conditional model with the data's labels; its figures and the
+    real split's come back like an unconditional model's, and ebm eval's quality and FID do the same."""
+    from ebm_core.presets import get_preset
+    from ebm_core.trainer import Trainer
+    from ebm_eval.evaluate import evaluate_model
+    from ebm_eval.quick import quick_quality
+
+    cfg = get_preset("test").override({"data.labels": ["shape", "colour"], "model.num_classes": [3, 6],
+                                       "train.run_dir": str(tmp_path / "run"), "generate.rounds": 1})
+    trainer = Trainer(cfg)
+    trainer.step()
+    figures = quick_quality(trainer, n=16)
+    assert {"eval/recognisability", "eval/colour_distance", "eval/fid_domain", "real/recognisability"} <= set(figures)
+    assert figures["judge/accuracy/shape"] == shapes_judge.accuracies["shape"]  # the full judge, not a 2-label one
+    res = evaluate_model(trainer.ema.module, cfg, ["fid", "quality"], out=tmp_path / "eval", num_samples=16,
+                         batch_size=8, device="cpu", log=lambda _: None)
+    assert {"eval/fid_domain", "eval/recognisability", "real/recognisability"} <= set(res.metrics)

@@ -85,8 +85,8 @@ def test_bad_models_fail_before_sampling(stored_model, tmp_path, capsys):
     cond = Trainer(get_preset("test").override({"model.num_classes": [3, 6, 3, 3, 3], "train.run_dir": str(tmp_path / "c")}))
     cond.step()
     path = cond.save_checkpoint()
-    with pytest.raises(CheckpointError, match="conditional"):
-        evaluate(str(path), ["fid"], out=tmp_path / "x")
+    with pytest.raises(CheckpointError, match="conditional model: ood"):
+        evaluate(str(path), ["ood"], out=tmp_path / "x")
     assert not (tmp_path / "x").exists()  # nothing written before the checks
     assert main(["--model", "nowhere.pt", "--metrics", "ood"]) == 2
     assert "expected an existing checkpoint path" in capsys.readouterr().err

@@ -86,6 +86,8 @@ def test_plan_trains_identical_configurations_once():
     shared = [t for t in trials if TABLE2.aug in t.roles]
     assert len(shared) == scale.seeds and all(FIG8.no_kl in t.roles for t in shared)  # demo: aug on, one scale
     assert len(trials) == scale.seeds * 9 + scale.comp_seeds * 2 * len(scale.comp_attributes)
+    # Table 4's conditional models are judged by composition, not by end-of-run quality figures (time in the budget)
+    assert all(v.overrides["jobs.quality_samples"] == 0 for v in models.values())
 
 
 def test_bad_input_fails_before_any_work(tmp_path):

@@ -21,8 +21,8 @@ import torch
 from .callbacks import Callback, RunDirWriter, image_grid
 from .checkpoint import CheckpointError
 from .config import ConfigError
-from .data import DatasetError
-from .pipeline import generate, load_model
+from .data import DatasetError, load_dataset
+from .pipeline import draw_labels, generate, load_model
 from .runs import add_config_args, config_from_args, resume_run_dir, run_dir_for
 from .trainer import DivergenceError, Trainer, resolve_device
 
@@ -97,11 +97,13 @@ def _sample(args: argparse.Namespace) -> int:
     over = {k: v for k, v in {"generate.rounds": args.rounds, "generate.steps": args.steps,
                               "generate.num_samples": args.num}.items() if v is not None}
     cfg = cfg.override(over)
-    if cfg.model.num_classes:
-        raise ConfigError("ebm sample: this checkpoint is a conditional model; sample it with ebm_eval's "
-                          "compositional tools, which take the labels to condition on")
+    data = load_dataset(cfg.data, split="train") if cfg.model.num_classes else None  # a missing dataset fails here
     torch.manual_seed(args.seed)
-    x = generate(model, cfg, device=device, progress=True)
+    labels = None
+    if data is not None:  # a conditional model: labels as the training data has them
+        labels = draw_labels(data, cfg.generate.num_samples, device=device)
+        print(f"ebm: a conditional model; labels {list(data.label_names)} drawn from the {cfg.data.name} training data")
+    x = generate(model, cfg, labels=labels, channels=cfg.data.channels, device=device, progress=True)
     out = image_grid(x, args.out or Path(args.checkpoint).with_suffix(".samples.png"))
     print(f"ebm: {len(x)} samples written to {out}")
     return 0

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from .augment import Augment
 from .checkpoint import FORMAT, MODEL_FORMAT, CheckpointError, load_checkpoint, save_checkpoint
 from .config import Config, ConfigError
+from .data import ImageSet
 from .langevin import sample
 from .models import build_model
 
@@ -48,14 +49,22 @@ def generate(model: nn.Module, cfg: Config, *, num_samples: int | None = None, l
         model.train(was_training)
 
 
+def draw_labels(data: ImageSet, n: int, *, device: str | torch.device = "cpu") -> Tensor:
+    """``n`` label rows drawn uniformly, with replacement, from the dataset's own: what a conditional model is
+    sampled with, so that its samples follow the data's label frequencies, p(x) = sum_y p(y) p(x | y)."""
+    return data.labels[torch.randint(len(data), (n,))].to(device)
+
+
 def load_model(path: str | Path, *, ema: bool = True, device: str | torch.device = "cpu") -> tuple[nn.Module, Config]:
-    """The energy network stored in a checkpoint (EMA weights by default) or a model export, and its config."""
+    """The energy network stored in a checkpoint (EMA weights by default) or a model export, and its config, whose
+    ``data.channels`` is the channel count the model was trained on (``generate(..., channels=cfg.data.channels)``)."""
     state = load_checkpoint(path, map_location=device, allow_model=True)
+    channels = int(state.get("channels", 3))
     try:
-        cfg = Config.from_dict(state["config"])
+        cfg = Config.from_dict(state["config"]).override({"data.channels": channels})
     except ConfigError as e:
         raise CheckpointError(f"checkpoint {path}: stored config is invalid ({e})") from e
-    model = build_model(cfg.model, resolution=cfg.data.resolution, in_channels=int(state.get("channels", 3)))
+    model = build_model(cfg.model, resolution=cfg.data.resolution, in_channels=channels)
     weights = state["model"]
     if ema and state["format"] == FORMAT:  # AveragedModel keys are "module.<name>" plus its "n_averaged" counter
         weights = {k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")}

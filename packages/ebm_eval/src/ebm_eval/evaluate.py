@@ -30,7 +30,7 @@ from ebm_core.callbacks import image_grid
 from ebm_core.checkpoint import CheckpointError
 from ebm_core.config import Config, ConfigError
 from ebm_core.data import ImageSet, load_dataset
-from ebm_core.pipeline import generate, load_model
+from ebm_core.pipeline import draw_labels, generate, load_model
 from ebm_core.runs import new_run_dir
 from ebm_core.trainer import resolve_device
 
@@ -132,8 +132,9 @@ def evaluate_model(model: nn.Module, cfg: Config, metrics: list[str], *, out: Pa
     if num_samples < 2:
         raise ConfigError(f"--num-samples: expected at least 2, got {num_samples}")
     dev = resolve_device(device)
-    if cfg.model.num_classes and any(m in metrics for m in ("fid", "is", "ood")):
-        raise CheckpointError("a conditional model: fid, is and ood need an unconditional one")
+    if cfg.model.num_classes and "ood" in metrics:
+        raise CheckpointError("a conditional model: ood scores log p(x) and needs an unconditional one (fid, is and "
+                              "quality sample a conditional model with labels drawn from its training data)")
     if "comp" in metrics and cfg.data.name != "shapes":
         raise ConfigError("--metrics comp: compositional evaluation is defined on the embedded shapes data")
     train, test = load_dataset(cfg.data, split="train"), load_dataset(cfg.data, split="test")  # missing data fails here
@@ -155,7 +156,8 @@ def evaluate_model(model: nn.Module, cfg: Config, metrics: list[str], *, out: Pa
         elif "quality" in metrics:
             judge = dataset_extractor(cfg.data, progress=True, log=log).to(dev)
         feats, probs, kept = sample_features(model, cfg, extractor, n=num_samples, batch_size=batch_size,
-                                             channels=channels, device=dev, grid=out / "samples.png", log=log)
+                                             channels=channels, device=dev, grid=out / "samples.png",
+                                             labels_from=train if cfg.model.num_classes else None, log=log)
     if "fid" in metrics or "is" in metrics:
         if num_samples < PAPER_NUM_SAMPLES:
             warnings.append(f"FID and IS from {num_samples} samples, fewer than the paper's {PAPER_NUM_SAMPLES}: FID is "
@@ -226,16 +228,19 @@ def evaluate_model(model: nn.Module, cfg: Config, metrics: list[str], *, out: Pa
 
 
 def sample_features(model: nn.Module, cfg: Config, extractor: Extractor, *, n: int, batch_size: int, channels: int,
-                    device: torch.device, grid: Path, keep: int = QUALITY_SAMPLES,
+                    device: torch.device, grid: Path, keep: int = QUALITY_SAMPLES, labels_from: ImageSet | None = None,
                     log: Log = print) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
     """Generate ``n`` samples (Algorithm 2, in batches) and keep their features and class probabilities, and the
-    first ``keep`` images themselves (on the CPU); the first 64 samples go to ``grid``."""
+    first ``keep`` images themselves (on the CPU); the first 64 samples go to ``grid``. A conditional model is
+    sampled with label rows drawn from ``labels_from`` (``draw_labels``)."""
     g = cfg.generate
     log(f"sampling {n} images on {device} (Algorithm 2: {g.rounds} rounds x {g.steps} steps, batches of {batch_size})")
     feats, probs, kept = [], [], []
     with tqdm(total=n, desc="generating", unit="img") as bar:
         for i in range(0, n, batch_size):
-            x = generate(model, cfg, num_samples=min(batch_size, n - i), channels=channels, device=device)
+            b = min(batch_size, n - i)
+            labels = draw_labels(labels_from, b, device=device) if labels_from is not None else None
+            x = generate(model, cfg, num_samples=b, labels=labels, channels=channels, device=device)
             if i == 0:
                 image_grid(x[:64].cpu(), grid)
             if sum(map(len, kept)) < keep:

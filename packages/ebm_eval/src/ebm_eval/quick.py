@@ -8,7 +8,7 @@ from typing import Any, Callable
 from ebm_core.config import Config
 
 from ebm_core.data import load_dataset
-from ebm_core.pipeline import generate
+from ebm_core.pipeline import draw_labels, generate
 from ebm_core.trainer import Trainer
 
 from .features import dataset_extractor
@@ -17,14 +17,17 @@ from .quality import held_out_quality, quality, real_subset
 
 def quick_quality(trainer: Trainer, *, n: int | None = None) -> dict[str, float]:
     """``eval/*`` figures of ``n`` EMA samples against 1 000 training images and ``real/*`` of ``n`` test images,
-    plus the judge's test accuracy per label (``judge/accuracy/<label>``), for an unconditional trainer on a
-    labelled dataset; {} otherwise. ``n``: ``jobs.quality_samples`` by default."""
+    plus the judge's test accuracy per label (``judge/accuracy/<label>``), for a trainer on a labelled dataset; {}
+    when ``n`` < 2. ``n``: ``jobs.quality_samples`` by default. A conditional model's samples are drawn with label
+    rows of the training data (``draw_labels``); the judge never sees them."""
     cfg = trainer.cfg
     n = cfg.jobs.quality_samples if n is None else n
-    if cfg.model.num_classes or n < 2:
+    if n < 2:
         return {}
     judge = dataset_extractor(cfg.data)
-    x = generate(trainer.ema.module, cfg, num_samples=n, channels=trainer.shape[0], device=trainer.device).cpu()
+    labels = draw_labels(trainer.data, n, device=trainer.device) if cfg.model.num_classes else None
+    x = generate(trainer.ema.module, cfg, num_samples=n, labels=labels, channels=trainer.shape[0],
+                 device=trainer.device).cpu()
     reference = real_subset(trainer.data)
     figures = quality(judge, x, reference, dataset=cfg.data.name)
     real = held_out_quality(judge, reference, load_dataset(cfg.data, split="test"), n, dataset=cfg.data.name)
@@ -34,5 +37,5 @@ def quick_quality(trainer: Trainer, *, n: int | None = None) -> dict[str, float]
 def prepare_judge(cfg: Config, *, log: Callable[[str], Any] = print) -> None:
     """Train (or find cached) the judge ``quick_quality`` will need, here and now with every core and a progress
     bar, instead of silently inside a one-thread worker; a no-op when no quality figures will be asked for."""
-    if cfg.jobs.quality_samples and not cfg.model.num_classes:
+    if cfg.jobs.quality_samples:
         dataset_extractor(cfg.data, progress=True, log=log)

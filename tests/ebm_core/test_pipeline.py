@@ -1,0 +1,31 @@
+"""Generation's inputs: a conditional model's labels, and the channel count a stored model was trained on."""
+
+import pytest
+import torch
+
+from ebm_core.data import ImageSet
+from ebm_core.pipeline import draw_labels, generate, load_model
+from ebm_core.presets import get_preset
+from ebm_core.trainer import Trainer
+
+
+def test_draw_labels_follows_the_datas_label_frequencies():
+    """A conditional model's labels are the data's own rows, at the data's frequencies (p(y) of sum_y p(y) p(x|y))."""
+    labels = torch.tensor([[0, 1]] * 90 + [[1, 2]] * 10)  # two label rows, 9 : 1
+    data = ImageSet(torch.zeros(100, 1, 4, 4, dtype=torch.uint8), labels, (2, 3), ("a", "b"), "toy")
+    torch.manual_seed(0)
+    y = draw_labels(data, 20_000)
+    assert y.shape == (20_000, 2) and y.dtype == torch.int64
+    assert {tuple(r) for r in y.tolist()} == {(0, 1), (1, 2)}  # only the data's rows: attributes never mixed
+    assert (y[:, 0] == 0).double().mean().item() == pytest.approx(0.9, abs=0.01)  # binomial sd 0.002
+
+
+def test_load_model_says_how_many_channels_to_generate(tmp_path):
+    """A greyscale model's config comes back with data.channels = 1, so generate() draws one-channel chains."""
+    cfg = get_preset("test").override({"data.name": "digits", "data.channels": None, "train.run_dir": str(tmp_path)})
+    trainer = Trainer(cfg)
+    trainer.step()
+    model, loaded = load_model(trainer.save_checkpoint())
+    assert cfg.data.channels is None and loaded.data.channels == 1
+    x = generate(model, loaded.override({"generate.num_samples": 2}), channels=loaded.data.channels)
+    assert x.shape == (2, 1, 16, 16)
