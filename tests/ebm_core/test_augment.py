@@ -75,6 +75,24 @@ def test_crop_boxes_follow_random_resized_crops_law():
     assert ours[:, 2:].min() >= 1 and (ours[:, :2] + ours[:, 2:]).max() <= 16  # every box inside the image
 
 
+def test_crops_above_scale_one_zoom_out():
+    """An upper scale above 1 (not in torchvision): boxes larger than the image cover it, and resizing one shrinks the
+    picture towards the box's centre, the image's edge repeated outside it. A centred 8-px square seen through a box
+    twice the image's side is a centred 4-px square, exactly (bilinear points fall between two equal pixels)."""
+    torch.manual_seed(3)
+    boxes = crop_boxes(2000, 16, (4.0, 4.0))  # area 4x: sides about 32 px (aspect ratio 3/4-4/3)
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    assert (w > 16).all() and (h > 16).all() and (w * h / 256 - 4).abs().max() < 0.3
+    assert (boxes[:, :2] <= 0).all() and (boxes[:, 2:] >= 16).all()  # each covers the image
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    assert (centre.mean(0) - 8).abs().max() < 0.3  # placed uniformly over the covering positions
+    x = torch.zeros(1, 1, 16, 16)
+    x[..., 4:12, 4:12] = 1
+    expected = torch.zeros(1, 1, 16, 16)
+    expected[..., 6:10, 6:10] = 1
+    torch.testing.assert_close(resized_crop(x, torch.tensor([[-8.0, -8.0, 24.0, 24.0]])), expected)
+
+
 def test_jitter_is_drawn_per_image_with_probability_jitter_p():
     """Whole-image crops (scale 1: no box of another aspect ratio fits), no flip, brightness only, p = 0.3."""
     torch.manual_seed(2)

@@ -49,6 +49,8 @@ def test_overrides_parse_values_and_keep_types():
     ("optim.lr=.inf", "optim.lr"),
     ("sampler.noise=.nan", "sampler.noise"),
     ("generate.step_size=-1", "generate.step_size"),
+    ("generate.crop_scale=[2,1]", "generate.crop_scale"),
+    ("augment.crop_scale=[0,1]", "augment.crop_scale"),
 ])
 def test_bad_values_name_the_field(assignment, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
@@ -94,3 +96,17 @@ def test_digits_preset_trains_a_greyscale_model(tmp_path):
     trainer.fit()
     x = generate(trainer.ema.module, cfg.override({"generate.rounds": 1, "generate.steps": 2}), num_samples=3, channels=1)
     assert x.shape == (3, 1, 16, 16)
+
+
+def test_demo_preset_is_shapes_conditioned_on_shape_colour_and_size():
+    """The demo (docs/demo-tuning.md, rule 39) departs from the unconditional shapes preset in exactly these fields:
+    E(x | shape, colour, size) without the unary term, longer, and generated with crops that zoom out as often as in
+    while training keeps the shapes preset's zoom-in crops."""
+    demo, shapes = get_preset("demo").flat(), get_preset("shapes").flat()
+    changed = {k: (shapes[k], demo[k]) for k in demo if demo[k] != shapes[k]}
+    assert changed == {"preset": ("shapes", "demo"), "train.run_dir": ("runs/shapes", "runs/demo"),
+                       "data.labels": ([], ["shape", "colour", "size"]), "model.num_classes": ([], [3, 6, 3]),
+                       "model.unary_width": (32, 0), "train.iterations": (1700, 2200),
+                       "generate.crop_scale": (None, [0.5, 2.0])}
+    assert demo["augment.crop_scale"] == [0.6, 1.0]
+    assert get_preset("digits").model.num_classes == () and get_preset("digits").generate.crop_scale is None

@@ -1,9 +1,12 @@
-"""Generation's inputs: a conditional model's labels, and the channel count a stored model was trained on."""
+"""Generation's inputs: a conditional model's labels, the channel count a stored model was trained on, and the
+transitions' crops."""
 
 import pytest
 import torch
 
 from ebm_core.data import ImageSet
+from torch import Tensor, nn
+
 from ebm_core.pipeline import draw_labels, generate, load_model
 from ebm_core.presets import get_preset
 from ebm_core.trainer import Trainer
@@ -29,3 +32,27 @@ def test_load_model_says_how_many_channels_to_generate(tmp_path):
     assert cfg.data.channels is None and loaded.data.channels == 1
     x = generate(model, loaded.override({"generate.num_samples": 2}), channels=loaded.data.channels)
     assert x.shape == (2, 1, 16, 16)
+
+
+class Flat(nn.Module):
+    """E(x) = 0: Langevin steps without noise leave x where it is, so generation shows its transitions alone."""
+
+    def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        return (x * 0).sum(dim=(1, 2, 3))
+
+
+def test_generation_crops_follow_generate_crop_scale():
+    """Algorithm 2's crops are ``generate.crop_scale`` where set, else the training transitions' ``augment.crop_scale``:
+    with whole-image crops for generation (and no flip or jitter) one round returns the start unchanged, while the
+    training crops (0.6-1) move it."""
+    cfg = get_preset("test").override({"augment.crop_scale": [0.6, 1.0], "augment.flip": False, "augment.jitter_p": 0.0,
+                                       "augment.grayscale_p": 0.0, "generate.rounds": 1, "generate.steps": 1,
+                                       "generate.settle_rounds": 0, "generate.noise": 0.0})
+    torch.manual_seed(0)
+    x0 = torch.rand(4, 3, 16, 16)
+    outputs = {}
+    for crop in (None, [1.0, 1.0]):
+        torch.manual_seed(0)  # generate's first draw is the same start x0
+        outputs[str(crop)] = generate(Flat(), cfg.override({"generate.crop_scale": crop}), num_samples=4)
+    torch.testing.assert_close(outputs["[1.0, 1.0]"], x0)
+    assert (outputs["None"] - x0).abs().amax(dim=(1, 2, 3)).min() > 0.05  # every chain cropped

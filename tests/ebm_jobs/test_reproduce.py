@@ -61,20 +61,23 @@ def test_seeds_needed_follow_the_power_formula():
     assert claim.verdict.startswith("inconclusive") and "seeds per side" in needed_scale(claim, 4)
 
 
-def test_small_scale_trains_with_the_reference_settings_where_the_demo_preset_departs():
-    """The demo preset decays its rate, uses a weaker energy regulariser, leaky ReLU, a faster rate and a unary term
+def test_small_scale_trains_with_the_reference_settings_where_the_shapes_preset_departs():
+    """The shapes preset decays its rate, uses a weaker energy regulariser, leaky ReLU, a faster rate and a unary term
     for its samples (docs/demo-tuning.md); the reproduction compares the paper's variants under the reference code's
-    constant rate, alpha = 1, swish and no unary term, at the rate of the committed report."""
+    constant rate, alpha = 1, swish and no unary term, at the rate of the committed report, and unconditional: the
+    demo preset's conditioning and generation crops stay out of it."""
     def settings(c: Config) -> tuple:
         return c.loss.alpha, c.optim.decay_fraction, c.model.activation, c.optim.lr
 
-    demo, small = get_preset("demo"), SCALES["small"].base()
-    assert settings(demo) == (0.1, 0.4, "leaky_relu", 2e-3)
+    shapes, small = get_preset("shapes"), SCALES["small"].base()
+    assert settings(shapes) == (0.1, 0.4, "leaky_relu", 2e-3)
     assert settings(small) == (1.0, 0.0, "swish", 1e-3)
-    assert demo.model.unary_width == 32 and small.model.unary_width == 0
-    assert (demo.generate.rounds, demo.generate.settle_rounds) == (9, 3)
+    assert shapes.model.unary_width == 32 and small.model.unary_width == 0
+    assert (shapes.generate.rounds, shapes.generate.settle_rounds) == (9, 3)
     assert (small.generate.rounds, small.generate.settle_rounds) == (6, 2)  # as the committed report was measured
-    assert small.model == replace(demo.model, activation="swish", unary_width=0) and small.sampler == demo.sampler  # else the demo's
+    assert small.model == replace(shapes.model, activation="swish", unary_width=0) and small.sampler == shapes.sampler
+    assert small.data.labels == () and small.model.num_classes == () and small.generate.crop_scale is None
+    assert small.augment == shapes.augment
 
 
 def test_plan_trains_identical_configurations_once():

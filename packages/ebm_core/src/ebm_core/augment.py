@@ -32,26 +32,29 @@ def crop_boxes(n: int, size: int, scale: tuple[float, float]) -> Tensor:
     """RandomResizedCrop's parameters for ``n`` square images of side ``size``: boxes (n, 4) as x1, y1, x2, y2.
 
     ``get_params`` vectorised: up to 10 draws of area and log aspect ratio per image, the first that fits
-    is kept; none fitting gives the whole image (its centre crop for a square image).
+    is kept; none fitting gives the whole image (its centre crop for a square image). An upper scale above 1
+    (not in torchvision) also allows boxes larger than the image, placed so that they cover it: a zoom out.
     """
     area = torch.empty(n, CROP_ATTEMPTS).uniform_(*scale) * size * size
     ratio = torch.empty(n, CROP_ATTEMPTS).uniform_(math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1])).exp()
     w, h = (area * ratio).sqrt().round(), (area / ratio).sqrt().round()
-    fits = (w > 0) & (w <= size) & (h > 0) & (h <= size)
+    fits = (w > 0) & (h > 0) & ((scale[1] > 1) | ((w <= size) & (h <= size)))
     first = fits.float().argmax(1, keepdim=True)  # the first attempt that fits
     found = fits.any(1)
     w = torch.where(found, w.gather(1, first).squeeze(1), float(size))
     h = torch.where(found, h.gather(1, first).squeeze(1), float(size))
-    top = (torch.rand(n) * (size - h + 1)).floor()
-    left = (torch.rand(n) * (size - w + 1)).floor()
+    # inside the image when smaller than it (torchvision's draw), covering it when larger
+    top = (size - h).clamp(max=0) + (torch.rand(n) * ((size - h).abs() + 1)).floor()
+    left = (size - w).clamp(max=0) + (torch.rand(n) * ((size - w).abs() + 1)).floor()
     return torch.stack([left, top, left + w, top + h], 1)
 
 
 def resized_crop(x: Tensor, boxes: Tensor) -> Tensor:
     """Each image's box (x1, y1, x2, y2 in pixels) resized bilinearly to the image's size: ``TF.resized_crop``
-    for a batch with one box per image. The boxes are never larger than the image (upscaling), where bilinear
-    resizing samples the crop at ``(o + 0.5) * side / size - 0.5``, clamped to the crop's edge pixels; the same
-    points are sampled here with ``grid_sample``."""
+    for a batch with one box per image. Bilinear resizing samples the crop at ``(o + 0.5) * side / size - 0.5``,
+    clamped to the crop's edge pixels; the same points are sampled here with ``grid_sample``. A box larger than
+    the image (a zoom out) samples outside it, where ``grid_sample`` repeats the image's edge pixels, and without
+    the antialiasing filter torchvision applies when it shrinks an image."""
     n, _, H, W = x.shape
     left, top, right, bottom = boxes.to(x).unbind(1)
 

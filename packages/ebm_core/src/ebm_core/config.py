@@ -28,6 +28,12 @@ def _choice(name: str, value: Any, allowed: tuple) -> None:
     _check(value in allowed, name, f"one of {list(allowed)}", value)
 
 
+def _check_crop_scale(name: str, value: tuple[float, float]) -> None:
+    lo, hi = value
+    _check(0 < lo <= hi, name, "0 < lo <= hi (area over the image's; above 1: a box larger than the image, a zoom out)",
+           value)
+
+
 @dataclass(kw_only=True)
 class ModelConfig:
     """ResNet energy network (DESIGN §2) and its multi-scale / conditional wrappers."""
@@ -83,7 +89,7 @@ class AugmentConfig:
     """Data-augmentation transitions (Sec. 2.3, DESIGN §2 reference set)."""
 
     enabled: bool = True
-    crop_scale: tuple[float, float] = (0.08, 1.0)
+    crop_scale: tuple[float, float] = (0.08, 1.0)  # the box's area over the image's; above 1 zooms out (not in torchvision)
     flip: bool = True
     color_jitter: tuple[float, float, float, float] = (0.8, 0.8, 0.8, 0.4)  # brightness, contrast, saturation, hue
     jitter_p: float = 0.8
@@ -91,8 +97,7 @@ class AugmentConfig:
     blur: str = "auto"  # auto (on for images >= 64 px) | on (any size; a 3x3 kernel at the least) | off
 
     def __post_init__(self) -> None:
-        lo, hi = self.crop_scale
-        _check(0 < lo <= hi <= 1, "augment.crop_scale", "0 < lo <= hi <= 1", self.crop_scale)
+        _check_crop_scale("augment.crop_scale", self.crop_scale)
         _check(len(self.color_jitter) == 4 and all(v >= 0 for v in self.color_jitter) and self.color_jitter[3] <= 0.5,
                "augment.color_jitter", "four numbers >= 0 (hue <= 0.5)", self.color_jitter)
         _check(0 <= self.jitter_p <= 1, "augment.jitter_p", "a probability", self.jitter_p)
@@ -198,9 +203,14 @@ class GenerateConfig:
     settle_rounds: int = 2
     step_size: float | None = None  # None: the training sampler's
     noise: float | None = None
+    # the transitions' crops (area scale); None: the training transitions' (augment.crop_scale). Crops that zoom out
+    # as often as in keep a model conditioned on size from drifting shapes off the middle (docs/demo-tuning.md, rule 39)
+    crop_scale: tuple[float, float] | None = None
     use_ema: bool = True
 
     def __post_init__(self) -> None:
+        if self.crop_scale is not None:
+            _check_crop_scale("generate.crop_scale", self.crop_scale)
         for name in ("num_samples", "steps"):
             _check(isinstance(getattr(self, name), int) and getattr(self, name) >= 1, f"generate.{name}", "an int >= 1", getattr(self, name))
         for name in ("rounds", "settle_rounds"):

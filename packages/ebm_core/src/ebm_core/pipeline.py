@@ -6,6 +6,7 @@ diffusers pipeline ties a network to a scheduler; none of the three knows of the
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,14 @@ def algorithm2(cfg: Config) -> dict[str, Any]:
             "noise": cfg.sampler.noise if g.noise is None else g.noise, "settle_rounds": g.settle_rounds}
 
 
+def transitions(cfg: Config, *, channels: int = 3) -> Augment:
+    """Algorithm 2's transitions D(x): the training augmentation, with ``generate.crop_scale`` for its crops where set."""
+    aug = cfg.augment
+    if cfg.generate.crop_scale is not None:
+        aug = dataclasses.replace(aug, crop_scale=cfg.generate.crop_scale)
+    return Augment(aug, resolution=cfg.data.resolution, channels=channels)
+
+
 def generate(model: nn.Module, cfg: Config, *, num_samples: int | None = None, labels: Tensor | None = None,
              channels: int = 3, device: str | torch.device = "cpu", chain: list[Tensor] | None = None,
              progress: bool = False) -> Tensor:
@@ -38,7 +47,7 @@ def generate(model: nn.Module, cfg: Config, *, num_samples: int | None = None, l
     n = num_samples or cfg.generate.num_samples
     R = cfg.data.resolution
     x0 = torch.rand((n, channels, R, R), device=device)
-    augment = Augment(cfg.augment, resolution=R, channels=channels)
+    augment = transitions(cfg, channels=channels)
     was_training = model.training
     model.eval()
     try:

@@ -114,22 +114,22 @@ class Scale:
 
 SCALES: dict[str, Scale] = {
     "small": Scale(
-        preset="demo",
+        preset="shapes",
         overrides={"train.iterations": 150, "train.log_every": 5, "train.grad_norm_every": 5, "train.image_every": 75,
                    "train.checkpoint_every": 150, "data.num_train": 2_000, "jobs.cpus_per_worker": 1,
                    "jobs.quality_samples": 128,
-                   # the reference settings where the demo preset departs from them for its samples: a constant rate
-                   # (the demo decays its last 40 %), the energy regulariser at 1 (the demo: 0.1) and the paper's swish
-                   # (the demo: leaky ReLU); the rate the committed docs/RESULTS.md was measured at (the demo: 2e-3);
-                   # no unary term (the demo adds one; the paper's energies have none) and the generation settings
-                   # the committed report was measured with (the demo: 9 rounds and 3 settle rounds)
+                   # the reference settings where the shapes preset departs from them for its samples: a constant
+                   # rate (shapes decays its last 40 %), the energy regulariser at 1 (shapes: 0.1) and the paper's
+                   # swish (shapes: leaky ReLU); the rate the committed docs/RESULTS.md was measured at (shapes: 2e-3);
+                   # no unary term (shapes adds one; the paper's energies have none) and the generation settings
+                   # the committed report was measured with (shapes: 9 rounds and 3 settle rounds)
                    "optim.decay_fraction": 0.0, "loss.alpha": 1.0, "model.activation": "swish", "optim.lr": 1e-3,
                    "model.unary_width": 0, "generate.rounds": 6, "generate.settle_rounds": 2},
         seeds=4,
         comp_overrides={"train.iterations": 100, "train.checkpoint_every": 100, "augment.enabled": True},
         comp_attributes=("shape", "colour"), comp_seeds=4,
         n_eval=256, comp_samples=64, lowtemp_steps=300, lowtemp_samples=128, mixing_chains=16,
-        note="demo preset (16x16 shapes, width-16 ResNet, K=20), 150 iterations per run (100 for Table 4's attribute "
+        note="shapes preset (16x16 shapes, width-16 ResNet, K=20), 150 iterations per run (100 for Table 4's attribute "
              "models), 2 single-thread trials at once",
     ),
     "full": Scale(

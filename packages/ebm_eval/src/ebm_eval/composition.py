@@ -15,12 +15,11 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from ebm_core.augment import Augment
 from ebm_core.composition import AND
 from ebm_core.config import Config
 from ebm_core.data import ImageSet, select_labels
 from ebm_core.langevin import sample
-from ebm_core.pipeline import algorithm2
+from ebm_core.pipeline import algorithm2, transitions
 from ebm_core.trainer import Trainer
 
 Energy = Callable[[Tensor], Tensor]
@@ -51,7 +50,7 @@ def compose_and_sample(models: list[nn.Module], labels: list[Tensor], cfg: Confi
     """Algorithm 2 on the AND of the conditioned models; step size scaled by 1/len(models)."""
     energy = AND([conditioned(m, y) for m, y in zip(models, labels)])
     R = cfg.data.resolution
-    augment = Augment(cfg.augment, resolution=R, channels=channels)
+    augment = transitions(cfg, channels=channels)
     settings = algorithm2(cfg)
     settings["step_size"] *= energy.step_scale
     return sample(energy, torch.rand(n, channels, R, R), **settings,

@@ -13,12 +13,11 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from ebm_core.augment import Augment
 from ebm_core.callbacks import image_grid
 from ebm_core.config import Config
 from ebm_core.data import ImageSet, load_dataset
 from ebm_core.langevin import langevin, sample
-from ebm_core.pipeline import algorithm2
+from ebm_core.pipeline import algorithm2, transitions
 from ebm_core.recipes import TABLE2, Scale, Variant
 
 from .composition import composition_table
@@ -108,7 +107,7 @@ def mixing(model: nn.Module, cfg: Config, *, chains: int, seed: int, channels: i
     R, C = cfg.data.resolution, channels
     x0 = torch.rand(1, C, R, R, generator=torch.Generator().manual_seed(seed)).expand(chains, -1, -1, -1).clone()
     out, rows = {}, []
-    for name, transition in (("without_aug", None), ("with_aug", Augment(cfg.augment, resolution=R, channels=C))):
+    for name, transition in (("without_aug", None), ("with_aug", transitions(cfg, channels=C))):
         torch.manual_seed(seed)
         x = sample(model, x0, **algorithm2(cfg), transition=transition)
         out[name] = mean_pairwise_distance(x)

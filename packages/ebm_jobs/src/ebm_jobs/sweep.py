@@ -1,9 +1,9 @@
 """Hyperparameter and ablation sweeps on Ray Tune; every trial a nested MLflow run under one parent.
 
-    ebm sweep --preset demo --ablation                      # the five rows of Table 2
+    ebm sweep --preset shapes --ablation                    # the five rows of Table 2
     ebm sweep --preset test --grid loss.w_ent=0,0.3 --grid sampler.steps=5,10 --asha
     ebm sweep --preset test --search optuna --num-samples 4 --space optim.lr=loguniform(1e-5,1e-3)
-    python -m ebm_jobs.sweep --preset demo --ablation      # the same, for `ray job submit`
+    python -m ebm_jobs.sweep --preset shapes --ablation    # the same, for `ray job submit`
     ebm sweep --resume runs/sweeps/<name>                   # finish an interrupted sweep (Tuner.restore)
 
 A trial with ``jobs.num_workers == 1`` runs the core trainer inside the Tune trial (cheap on a
