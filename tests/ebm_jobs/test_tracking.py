@@ -97,6 +97,34 @@ def test_a_run_in_mlflow_as_its_users_expect(tmp_path, monkeypatch):
         assert info.signature.inputs.inputs[0].shape == (-1, 3, 16, 16)
 
 
+def test_a_conditional_models_logged_model_takes_its_labels(tmp_path):
+    """The demo preset is conditional: its logged model takes named inputs ``x`` and ``labels`` (the signature says
+    so) and gives the energies E(x | y) of the exported model."""
+    import numpy as np
+    import torch
+
+    from ebm_core.pipeline import load_model
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = get_preset("test").override({"train.run_dir": str(tmp_path / "run"), "train.iterations": 2,
+                                       "jobs.tracking_uri": uri, "jobs.system_metrics": False,
+                                       "data.labels": ["shape", "colour"], "model.num_classes": [3, 6]})
+    out = train_run(cfg)
+    rng = np.random.default_rng(1)
+    x = rng.random((4, 3, 16, 16), dtype=np.float32)
+    y = np.stack([rng.integers(0, 3, 4), rng.integers(0, 6, 4)], 1)
+    with fluent_tracking_uri(uri):
+        info = mlflow.models.get_model_info("models:/ebm-test-shapes@latest")
+        assert info.run_id == out.run_id
+        assert [(i.name, i.shape) for i in info.signature.inputs.inputs] == [("x", (-1, 3, 16, 16)), ("labels", (-1, 2))]
+        energies = mlflow.pyfunc.load_model("models:/ebm-test-shapes@latest").predict({"x": x, "labels": y})
+    model, _ = load_model(next((tmp_path / "run").rglob("exports/model.pt")))
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x), torch.from_numpy(y)).numpy()
+    np.testing.assert_allclose(energies, expected, rtol=1e-5, atol=1e-6)
+    assert len(set(np.round(energies, 6))) == 4  # four images, four energies
+
+
 def test_a_dataset_race_between_sweep_trials_does_not_stop_tracking(tmp_path, monkeypatch):
     """Two trials creating the same dataset at once break the SQL store's UNIQUE constraint (seen in a sweep):
     the losing trial logged nothing more and its run stayed RUNNING. Now it retries, and links the dataset."""

@@ -321,7 +321,7 @@ class MLflowCallback(Callback):
         ``models:/<jobs.model_name>@latest``."""
         export = export_model(trainer.model_state(), Path(trainer.run_dir) / "exports" / "model.pt")
         self._safe("model", _log_pyfunc, self.uri, self.run_id, export, shape=tuple(trainer.shape),
-                   registered_name=model_name(trainer.cfg))
+                   registered_name=model_name(trainer.cfg), num_classes=tuple(trainer.cfg.model.num_classes))
 
     def log_final_images(self) -> None:
         for tag in ("samples_ema", "chain"):
@@ -361,13 +361,14 @@ def fluent_tracking_uri(uri: str) -> Iterator[None]:
             os.environ["MLFLOW_TRACKING_URI"] = saved
 
 
-def _log_pyfunc(uri: str, run_id: str, export: Path, *, shape: tuple[int, int, int], registered_name: str) -> None:
+def _log_pyfunc(uri: str, run_id: str, export: Path, *, shape: tuple[int, int, int], registered_name: str,
+                num_classes: tuple[int, ...] = ()) -> None:
     import mlflow
 
     from .pyfunc import log_energy_model
 
     with fluent_tracking_uri(uri), mlflow.start_run(run_id=run_id):
-        info = log_energy_model(export, shape=shape, registered_name=registered_name)
+        info = log_energy_model(export, shape=shape, registered_name=registered_name, num_classes=num_classes)
         mlflow.set_tags({"logged_model_uri": f"runs:/{run_id}/{MODEL_ARTIFACT}",
                          "registered_model": f"models:/{registered_name}/{info.registered_model_version}"})
 
