@@ -204,7 +204,7 @@ class GenerateConfig:
     step_size: float | None = None  # None: the training sampler's
     noise: float | None = None
     # the transitions' crops (area scale); None: the training transitions' (augment.crop_scale). Crops that zoom out
-    # as often as in keep a model conditioned on size from drifting shapes off the middle (docs/demo-tuning.md, rule 39)
+    # as well as in keep a model conditioned on size from drifting shapes off the middle (docs/demo-tuning.md, rule 39)
     crop_scale: tuple[float, float] | None = None
     use_ema: bool = True
 

@@ -68,7 +68,7 @@ def demo() -> Config:
     data, p(x) = sum_y p(y) p(x | y), and the labels carry the data's balance of shapes, colours and sizes, which
     chains from noise under the unconditional energy do not keep (docs/demo-tuning.md, twenty-fourth and
     twenty-fifth rounds). No unary term (cheaper, and a little better here), 2 200 iterations in the time of the
-    unconditional 1 700, and Algorithm 2 with crops that zoom out as often as in (area 0.5-2; training keeps
+    unconditional 1 700, and Algorithm 2 with crops that zoom out as well as in (area 0.5-2; training keeps
     0.6-1): zoom-in crops alone drift the free positions off the middle. Rule 39, training seeds 1-3: FID-domain
     112.7, recognisability 0.937, shape agreement 0.991, colour distance 0.047, against 99 / 0.76 / 0.91 / 0.078
     for ``shapes`` (seed 0). Not for OOD, which scores log p(x) with an unconditional energy.
