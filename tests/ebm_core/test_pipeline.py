@@ -4,6 +4,7 @@ transitions' crops."""
 import pytest
 import torch
 
+from ebm_core.config import ConfigError
 from ebm_core.data import ImageSet
 from torch import Tensor, nn
 
@@ -56,3 +57,28 @@ def test_generation_crops_follow_generate_crop_scale():
         outputs[str(crop)] = generate(Flat(), cfg.override({"generate.crop_scale": crop}), num_samples=4)
     torch.testing.assert_close(outputs["[1.0, 1.0]"], x0)
     assert (outputs["None"] - x0).abs().amax(dim=(1, 2, 3)).min() > 0.05  # every chain cropped
+
+
+def test_a_conditional_model_is_generated_with_labels_drawn_from_labels_from():
+    """generate() draws a conditional model's labels from ``labels_from`` (as ``draw_labels`` would, with the same
+    random stream), refuses a conditional model given neither, and gives an unconditional model none."""
+    seen = []
+
+    class Spy(Flat):
+        def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+            seen.append(labels)
+            return super().forward(x)
+
+    data = ImageSet(torch.zeros(3, 3, 16, 16, dtype=torch.uint8), torch.tensor([[0, 1], [2, 5], [1, 3]]), (3, 6),
+                    ("shape", "colour"), "toy")
+    cfg = get_preset("test").override({"model.num_classes": [3, 6], "generate.rounds": 1, "generate.steps": 1,
+                                       "generate.settle_rounds": 0})
+    torch.manual_seed(0)
+    expected = draw_labels(data, 5)
+    torch.manual_seed(0)
+    generate(Spy(), cfg, num_samples=5, labels_from=data)
+    assert torch.equal(seen[-1], expected)
+    with pytest.raises(ConfigError, match="labels_from"):
+        generate(Spy(), cfg, num_samples=5)
+    generate(Spy(), cfg.override({"model.num_classes": []}), num_samples=5, labels_from=data)
+    assert seen[-1] is None

@@ -22,7 +22,7 @@ from .callbacks import Callback, RunDirWriter, image_grid
 from .checkpoint import CheckpointError
 from .config import ConfigError
 from .data import DatasetError, load_dataset
-from .pipeline import draw_labels, generate, load_model
+from .pipeline import generate, load_model
 from .runs import add_config_args, config_from_args, resume_run_dir, run_dir_for
 from .trainer import DivergenceError, Trainer, resolve_device
 
@@ -99,11 +99,9 @@ def _sample(args: argparse.Namespace) -> int:
     cfg = cfg.override(over)
     data = load_dataset(cfg.data, split="train") if cfg.model.num_classes else None  # a missing dataset fails here
     torch.manual_seed(args.seed)
-    labels = None
-    if data is not None:  # a conditional model: labels as the training data has them
-        labels = draw_labels(data, cfg.generate.num_samples, device=device)
+    if data is not None:
         print(f"ebm: a conditional model; labels {list(data.label_names)} drawn from the {cfg.data.name} training data")
-    x = generate(model, cfg, labels=labels, channels=cfg.data.channels, device=device, progress=True)
+    x = generate(model, cfg, labels_from=data, channels=cfg.data.channels, device=device, progress=True)
     out = image_grid(x, args.out or Path(args.checkpoint).with_suffix(".samples.png"))
     print(f"ebm: {len(x)} samples written to {out}")
     return 0

@@ -38,13 +38,21 @@ def transitions(cfg: Config, *, channels: int = 3) -> Augment:
 
 
 def generate(model: nn.Module, cfg: Config, *, num_samples: int | None = None, labels: Tensor | None = None,
-             channels: int = 3, device: str | torch.device = "cpu", chain: list[Tensor] | None = None,
-             progress: bool = False) -> Tensor:
+             labels_from: ImageSet | None = None, channels: int = 3, device: str | torch.device = "cpu",
+             chain: list[Tensor] | None = None, progress: bool = False) -> Tensor:
     """Algorithm 2 with ``cfg.generate`` settings: from U(0, 1), N rounds of (augment, K steps), then settle.
 
-    With ``chain`` a list, the state after every round is appended to it (sampling-chain pictures).
+    A conditional model (``cfg.model.num_classes``) is sampled with ``labels``, or else with label rows drawn from
+    ``labels_from`` (``draw_labels``); an unconditional one ignores both. With ``chain`` a list, the state after
+    every round is appended to it (sampling-chain pictures).
     """
     n = num_samples or cfg.generate.num_samples
+    if not cfg.model.num_classes:
+        labels = None
+    elif labels is None:
+        if labels_from is None:
+            raise ConfigError("generate: a conditional model needs labels, or labels_from to draw them from")
+        labels = draw_labels(labels_from, n, device=device)
     R = cfg.data.resolution
     x0 = torch.rand((n, channels, R, R), device=device)
     augment = transitions(cfg, channels=channels)

@@ -28,7 +28,7 @@ from .fastgrad import frozen_grad
 from .langevin import langevin
 from .losses import cd_loss, ent_loss, opt_loss
 from .models import build_model, frozen, per_scale_energies
-from .pipeline import draw_labels, generate
+from .pipeline import generate
 
 GradReduce = Callable[[list[Tensor]], None]
 
@@ -230,9 +230,7 @@ class Trainer:
     def generate_samples(self, *, chain: bool = True) -> Tensor:
         """Algorithm 2 with the EMA weights; emits 'samples_ema' (and 'chain') images to the callbacks."""
         steps: list[Tensor] = []
-        n, conditional = self.cfg.generate.num_samples, bool(self.cfg.model.num_classes)
-        y = draw_labels(self.data, n, device=self.device) if conditional else None
-        x = generate(self.ema.module, self.cfg, num_samples=n, labels=y, channels=self.shape[0], device=self.device,
+        x = generate(self.ema.module, self.cfg, labels_from=self.data, channels=self.shape[0], device=self.device,
                      chain=steps if chain else None, progress=self.cfg.train.progress)
         self._emit_images(self.step_count, "samples_ema", x)
         if chain:

@@ -30,7 +30,7 @@ from ebm_core.callbacks import image_grid
 from ebm_core.checkpoint import CheckpointError
 from ebm_core.config import Config, ConfigError
 from ebm_core.data import ImageSet, load_dataset
-from ebm_core.pipeline import draw_labels, generate, load_model
+from ebm_core.pipeline import generate, load_model
 from ebm_core.runs import new_run_dir
 from ebm_core.trainer import resolve_device
 
@@ -157,7 +157,7 @@ def evaluate_model(model: nn.Module, cfg: Config, metrics: list[str], *, out: Pa
             judge = dataset_extractor(cfg.data, progress=True, log=log).to(dev)
         feats, probs, kept = sample_features(model, cfg, extractor, n=num_samples, batch_size=batch_size,
                                              channels=channels, device=dev, grid=out / "samples.png",
-                                             labels_from=train if cfg.model.num_classes else None, log=log)
+                                             labels_from=train, log=log)
     if "fid" in metrics or "is" in metrics:
         if num_samples < PAPER_NUM_SAMPLES:
             warnings.append(f"FID and IS from {num_samples} samples, fewer than the paper's {PAPER_NUM_SAMPLES}: FID is "
@@ -238,9 +238,8 @@ def sample_features(model: nn.Module, cfg: Config, extractor: Extractor, *, n: i
     feats, probs, kept = [], [], []
     with tqdm(total=n, desc="generating", unit="img") as bar:
         for i in range(0, n, batch_size):
-            b = min(batch_size, n - i)
-            labels = draw_labels(labels_from, b, device=device) if labels_from is not None else None
-            x = generate(model, cfg, num_samples=b, labels=labels, channels=channels, device=device)
+            x = generate(model, cfg, num_samples=min(batch_size, n - i), labels_from=labels_from, channels=channels,
+                         device=device)
             if i == 0:
                 image_grid(x[:64].cpu(), grid)
             if sum(map(len, kept)) < keep:

@@ -8,7 +8,7 @@ from typing import Any, Callable
 from ebm_core.config import Config
 
 from ebm_core.data import load_dataset
-from ebm_core.pipeline import draw_labels, generate
+from ebm_core.pipeline import generate
 from ebm_core.trainer import Trainer
 
 from .features import dataset_extractor
@@ -25,8 +25,7 @@ def quick_quality(trainer: Trainer, *, n: int | None = None) -> dict[str, float]
     if n < 2:
         return {}
     judge = dataset_extractor(cfg.data)
-    labels = draw_labels(trainer.data, n, device=trainer.device) if cfg.model.num_classes else None
-    x = generate(trainer.ema.module, cfg, num_samples=n, labels=labels, channels=trainer.shape[0],
+    x = generate(trainer.ema.module, cfg, num_samples=n, labels_from=trainer.data, channels=trainer.shape[0],
                  device=trainer.device).cpu()
     reference = real_subset(trainer.data)
     figures = quality(judge, x, reference, dataset=cfg.data.name)
