@@ -97,3 +97,40 @@ def test_reservoir_keeps_every_sample_with_equal_probability():
     assert chisquare(counts.numpy()).pvalue > 1e-3  # uniform: each of the 100 kept 40 times on average
     early, late = counts[:50].sum().item(), counts[50:].sum().item()
     assert abs(early - late) < 0.1 * counts.sum().item()
+
+
+@pytest.mark.parametrize("mode", ["fifo", "reservoir"])
+def test_label_rows_stay_with_their_samples(mode):
+    """A labelled buffer keeps each sample's label row in the same slot, through overwrites and a save/restore."""
+    torch.manual_seed(0)
+    buf = ReplayBuffer(capacity=8, mode=mode, storage="float32")
+    for b in range(4):
+        i = torch.arange(5) + 5 * b  # sample i has pixel value i / 100 and label row (i, 2i)
+        buf.add((i.float() / 100).view(5, 1, 1, 1), torch.stack([i, 2 * i], 1))
+    kept = (buf.data[:, 0, 0, 0] * 100).round().long()
+    assert torch.equal(buf.labels, torch.stack([kept, 2 * kept], 1))
+    x0, idx, reinit = ReplayBuffer.sample(buf, 6, (1, 1, 1))
+    rows = buf.labels_of(torch.cat([idx, torch.tensor([-1])]))
+    assert torch.equal(rows[:-1, 0], (x0.flatten() * 100).round().long()) and rows[-1].tolist() == [-1, -1]
+    other = ReplayBuffer(capacity=8, mode=mode, storage="float32")
+    other.load_state_dict(buf.state_dict())
+    assert torch.equal(other.labels, buf.labels)
+
+
+def test_a_buffer_is_labelled_or_not_from_its_first_add():
+    buf = ReplayBuffer(capacity=4, storage="float32")
+    buf.add(torch.rand(2, 1, 1, 1))
+    with pytest.raises(ValueError, match="keeps no label rows"):
+        buf.add(torch.rand(2, 1, 1, 1), torch.zeros(2, 1, dtype=torch.long))
+    with pytest.raises(ValueError, match="keeps no label rows"):
+        buf.labels_of(torch.tensor([0]))
+    labelled = ReplayBuffer(capacity=4, storage="float32")
+    labelled.add(torch.rand(2, 1, 1, 1), torch.zeros(2, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="keeps label rows"):
+        labelled.add(torch.rand(2, 1, 1, 1))
+    with pytest.raises(ValueError, match=r"labels: expected shape \(2, 3\)"):
+        labelled.add(torch.rand(2, 1, 1, 1), torch.zeros(2, 2, dtype=torch.long))
+    state = labelled.state_dict()
+    del state["labels"]  # a checkpoint from before label rows were kept
+    labelled.load_state_dict(state)
+    assert labelled.labels is None and len(labelled) == 2
