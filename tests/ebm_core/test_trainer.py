@@ -275,38 +275,3 @@ def test_fresh_noise_starts_are_not_augmented(tiny_cfg, monkeypatch):
     assert fresh.any() and (~fresh).any()
     torch.testing.assert_close(seen["x0"][fresh], x_drawn[fresh])  # noise as drawn
     assert not torch.allclose(seen["x0"][~fresh], x_drawn[~fresh])  # replayed starts transformed
-
-
-@pytest.mark.parametrize("keep", [True, False])
-def test_replayed_chains_of_a_conditional_model_keep_their_labels(tiny_cfg, keep, monkeypatch):
-    """With buffer.keep_labels, a chain drawn from the buffer runs, is scored and is stored again under the label row
-    it was sampled under; without, under the batch's positives' labels."""
-    import ebm_core.trainer as tr
-
-    cfg = tiny_cfg.override({"data.labels": ["shape", "colour"], "model.num_classes": [3, 6], "buffer.reinit_prob": 0.0,
-                             "buffer.keep_labels": keep, "train.sampler_grad": "plain"})
-    t = Trainer(cfg)
-    B, own = cfg.train.batch_size, torch.tensor([2, 5])
-    t.buffer.add(torch.rand(64, *t.shape), own.expand(64, 2) if keep else None)
-    x_pos, y = t.data.batch(t.batch_indices(0))
-    assert not (y == own).all(1).all()  # the batch's labels are not the chains' own
-    chain_labels, scored, real = [], [], tr.per_scale_energies
-    t.model.register_forward_pre_hook(lambda _, args: chain_labels.append(args[1].clone()))  # the Langevin steps
-    monkeypatch.setattr(tr, "per_scale_energies", lambda m, x, y: scored.append(y[B:].clone()) or real(m, x, y))
-    t.step()
-    assert chain_labels and len(scored) == 1  # E(x-) is scored once, beside E(x+)
-    expected = own.expand(B, 2) if keep else y
-    assert all(torch.equal(r, expected) for r in chain_labels + scored)
-    if keep:
-        assert torch.equal(t.buffer.labels[64:64 + B], own.expand(B, 2))  # stored again with their own rows
-    else:
-        assert t.buffer.labels is None
-
-
-def test_resume_refuses_a_buffer_that_keeps_other_labels(tiny_cfg, tmp_path):
-    cfg = tiny_cfg.override({"data.labels": ["shape", "colour"], "model.num_classes": [3, 6], "train.iterations": 2})
-    t = Trainer(cfg)
-    t.fit()
-    with pytest.raises(ConfigError, match="keeps no label rows.*buffer.keep_labels=false"):
-        Trainer(cfg.override({"buffer.keep_labels": True})).resume(t.last_checkpoint)
-    Trainer(cfg).resume(t.last_checkpoint)  # the same setting resumes

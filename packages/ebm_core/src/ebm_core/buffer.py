@@ -5,9 +5,6 @@ reservoir sampling is an option). Samples are stored compactly: ``uint8`` rounds
 256 levels after clamping to [0, 1], so a value at 1.0 can never wrap to 0 (the colour-inversion
 fault of the reference code), and is dequantised with U(0, 1/256) noise when drawn; ``half``
 keeps ~3 significant digits; ``float32`` is exact.
-
-For a conditional model the buffer can also keep each sample's label row (``add(x, labels)``), so that a
-replayed chain continues under the labels it was sampled under (``labels_of``), as JEM's class-wise buffer.
 """
 
 from __future__ import annotations
@@ -30,7 +27,6 @@ class ReplayBuffer:
         self.capacity, self.reinit_prob, self.mode, self.storage = capacity, reinit_prob, mode, storage
         self.device = torch.device(device)
         self.data: Tensor | None = None  # (capacity, C, H, W) in the storage dtype, allocated on first add
-        self.labels: Tensor | None = None  # (capacity, L) int64 label rows, when added with labels
         self.size = 0  # filled slots
         self.ptr = 0  # next FIFO slot
         self.seen = 0  # samples ever offered (reservoir sampling)
@@ -57,43 +53,30 @@ class ReplayBuffer:
         return s.float()
 
     # adding and drawing --------------------------------------------------------------------------
-    def add(self, x: Tensor, labels: Tensor | None = None) -> None:
-        """B <- B u x (FIFO ring, or reservoir sampling once full), with each sample's label row if given.
-
-        A buffer is either labelled or not from its first add on: mixing the two is refused.
-        """
+    def add(self, x: Tensor) -> None:
+        """B <- B u x (FIFO ring, or reservoir sampling once full)."""
         x = self._encode(x).to(self.device)
         if self.data is None:
             self.data = torch.zeros((self.capacity, *x.shape[1:]), dtype=x.dtype, device=self.device)
-            if labels is not None:
-                self.labels = torch.zeros((self.capacity, labels.shape[1]), dtype=torch.long, device=self.device)
         elif x.shape[1:] != self.data.shape[1:]:
             raise ValueError(f"samples: expected shape (B, {', '.join(map(str, self.data.shape[1:]))}), got {tuple(x.shape)}")
-        if (labels is None) != (self.labels is None):
-            raise ValueError("labels: this buffer " + ("keeps" if self.labels is not None else "keeps no") +
-                             " label rows; add every sample " + ("with" if self.labels is not None else "without") + " them")
-        if labels is not None:
-            labels = labels.to(self.device, torch.long)
-            if labels.shape != (x.shape[0], self.labels.shape[1]):
-                raise ValueError(f"labels: expected shape ({x.shape[0]}, {self.labels.shape[1]}), got {tuple(labels.shape)}")
         if self.mode == "fifo":
             n = min(x.shape[0], self.capacity)
             idx = (self.ptr + torch.arange(n)) % self.capacity
             self.data[idx.to(self.device)] = x[-n:]
-            if labels is not None:
-                self.labels[idx.to(self.device)] = labels[-n:]
             self.ptr = int((self.ptr + n) % self.capacity)
             self.size = min(self.size + n, self.capacity)
             self.seen += x.shape[0]
             return
         for i in range(x.shape[0]):  # reservoir: every sample ever offered is kept with equal probability
             self.seen += 1
-            j = self.size if self.size < self.capacity else int(torch.randint(self.seen, ()).item())
-            if j < self.capacity:
-                self.data[j] = x[i]
-                if labels is not None:
-                    self.labels[j] = labels[i]
-            self.size = min(self.size + 1, self.capacity)
+            if self.size < self.capacity:
+                self.data[self.size] = x[i]
+                self.size += 1
+            else:
+                j = int(torch.randint(self.seen, ()).item())
+                if j < self.capacity:
+                    self.data[j] = x[i]
 
     def sample(self, n: int, shape: tuple[int, ...], *, device: str | torch.device = "cpu") -> tuple[Tensor, Tensor, Tensor]:
         """Draw n chain starts. Returns (x0, buffer indices (-1 for noise), reinit mask).
@@ -110,15 +93,6 @@ class ReplayBuffer:
         x0 = torch.where(reinit.to(device)[:, None, None, None], noise, x0)
         return x0, torch.where(reinit, -1, idx), reinit
 
-    def labels_of(self, idx: Tensor) -> Tensor:
-        """The stored label rows (n, L) of buffer indices ``idx`` (n,), as ``sample`` returns them; an index of -1
-        (a noise start) gets a row of -1, for the caller to fill."""
-        if self.labels is None:
-            raise ValueError("labels_of: this buffer keeps no label rows")
-        rows = self.labels[idx.clamp(min=0).to(self.device)].clone()
-        rows[(idx < 0).to(self.device)] = -1
-        return rows
-
     def reference_set(self, n: int, *, device: str | torch.device = "cpu") -> tuple[Tensor, Tensor]:
         """X for Eq. 8: up to n stored samples drawn without replacement, and their buffer indices (so each
         chain can leave out its own start). Drawn before the current batch is added."""
@@ -130,21 +104,16 @@ class ReplayBuffer:
     # state ---------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         data = None if self.data is None else self.data[: self.size].cpu().clone()
-        labels = None if self.labels is None else self.labels[: self.size].cpu().clone()
-        return {"data": data, "labels": labels, "size": self.size, "ptr": self.ptr, "seen": self.seen,
-                "capacity": self.capacity, "storage": self.storage, "mode": self.mode}
+        return {"data": data, "size": self.size, "ptr": self.ptr, "seen": self.seen, "capacity": self.capacity,
+                "storage": self.storage, "mode": self.mode}
 
     def load_state_dict(self, state: dict) -> None:
         for key in ("capacity", "storage"):
             if state[key] != getattr(self, key):
                 raise ValueError(f"buffer state: {key} is {state[key]!r}, this buffer has {getattr(self, key)!r}")
         self.size, self.ptr, self.seen, self.mode = int(state["size"]), int(state["ptr"]), int(state["seen"]), state["mode"]
-        self.data, self.labels = None, None
+        self.data = None
         if state["data"] is not None:
             d = state["data"]
             self.data = torch.zeros((self.capacity, *d.shape[1:]), dtype=d.dtype, device=self.device)
             self.data[: self.size] = d.to(self.device)
-        if state.get("labels") is not None:  # checkpoints before label rows were kept have none
-            rows = state["labels"]
-            self.labels = torch.zeros((self.capacity, rows.shape[1]), dtype=torch.long, device=self.device)
-            self.labels[: self.size] = rows.to(self.device)

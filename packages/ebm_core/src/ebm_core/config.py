@@ -113,13 +113,9 @@ class BufferConfig:
     reinit_prob: float = 0.001  # 0.1 % as in the reference code (the paper's Algorithm 1 writes 1 %)
     mode: str = "fifo"  # fifo | reservoir
     storage: str = "half"  # uint8 | half | float32
-    # a conditional model's replayed chains continue under the label rows they were sampled under (stored with
-    # them, as JEM's class-wise buffer); false: under the labels of the batch's positives. Noise starts take those
-    keep_labels: bool = False
 
     def __post_init__(self) -> None:
         _check(isinstance(self.capacity, int) and self.capacity >= 1, "buffer.capacity", "an int >= 1", self.capacity)
-        _check(isinstance(self.keep_labels, bool), "buffer.keep_labels", "true or false", self.keep_labels)
         _check(0 <= self.reinit_prob <= 1, "buffer.reinit_prob", "a probability", self.reinit_prob)
         _choice("buffer.mode", self.mode, ("fifo", "reservoir"))
         _choice("buffer.storage", self.storage, ("uint8", "half", "float32"))

@@ -76,7 +76,6 @@ class Trainer:
         b = cfg.buffer
         self.buffer = ReplayBuffer(capacity=b.capacity, reinit_prob=b.reinit_prob, mode=b.mode, storage=b.storage,
                                    device=self.device)
-        self._labelled_buffer = bool(cfg.model.num_classes) and b.keep_labels  # chains stored with their label rows
         self.augment = Augment(cfg.augment, resolution=cfg.data.resolution, channels=self.shape[0])
         torch.manual_seed(cfg.train.seed * 1_000_003 + rank)  # chains differ across ranks
 
@@ -123,22 +122,19 @@ class Trainer:
         replayed = ~fresh  # on the CPU: testing it costs no device sync in the hot loop
         if replayed.any():  # 3. x~0 = D(x~0) for starts from the buffer; fresh noise stays noise (as the reference)
             x0 = torch.where(replayed.to(self.device)[:, None, None, None], self.augment(x0), x0)
-        y_neg = y  # the chains' labels: the batch's, or (buffer.keep_labels) a replayed chain's own
-        if self._labelled_buffer and replayed.any():
-            y_neg = torch.where(replayed.to(self.device)[:, None], self.buffer.labels_of(start_idx).to(self.device), y)
 
         s = cfg.sampler  # 4-5. K Langevin steps; x- detached, x_hat through the last step
         fast = self.input_grad
-        chains = langevin(lambda x: model(x, y_neg), x0, steps=s.steps, step_size=s.step_size, noise=s.noise,
-                          differentiable_last=use_opt or use_ent, grad_fn=(lambda x: fast(x, y_neg)) if fast else None)
+        chains = langevin(lambda x: model(x, y), x0, steps=s.steps, step_size=s.step_size, noise=s.noise,
+                          differentiable_last=use_opt or use_ent, grad_fn=(lambda x: fast(x, y)) if fast else None)
         x_neg, x_hat = chains.x, chains.x_hat
 
         # 6. losses: one forward for E(x+) and E(x-), per-scale energies (B, S)
-        e = per_scale_energies(model, torch.cat([x_pos, x_neg]), None if y is None else torch.cat([y, y_neg]))
+        e = per_scale_energies(model, torch.cat([x_pos, x_neg]), None if y is None else torch.cat([y, y]))
         e_pos, e_neg = e[:B], e[B:]
         l_cd, l_reg = cd_loss(e_pos, e_neg, alpha=cfg.loss.alpha)  # Eq. 5
         zero = torch.zeros((), device=self.device)
-        l_opt = opt_loss(frozen(model)(x_hat, y_neg) / self.n_scales) if use_opt else zero  # Eq. 7
+        l_opt = opt_loss(frozen(model)(x_hat, y) / self.n_scales) if use_opt else zero  # Eq. 7
         l_ent = ent_loss(x_hat, X, eps=cfg.loss.ent_eps, exclude=own_start) if use_ent else zero  # Eq. 8
 
         loss_kl = cfg.loss.w_opt * l_opt + cfg.loss.w_ent * l_ent
@@ -174,7 +170,7 @@ class Trainer:
         self.optimizer.step()  # 7. Adam, clipping, EMA
         self.optimizer.zero_grad(set_to_none=True)
         self.ema.update_parameters(model)
-        self.buffer.add(x_neg, y_neg if self._labelled_buffer else None)  # 8. B <- B u x-
+        self.buffer.add(x_neg)  # 8. B <- B u x-
 
         self.step_count = it
         metrics["energy/diff"] = metrics["energy/pos"] - metrics["energy/neg"]
@@ -292,11 +288,6 @@ class Trainer:
         for section in ("model", "data"):
             if getattr(stored, section) != getattr(self.cfg, section):
                 raise ConfigError(f"resume: checkpoint {path} was trained with a different {section} config")
-        kept = state.get("buffer", {}).get("labels") is not None
-        if state.get("buffer", {}).get("size") and kept != self._labelled_buffer:
-            raise ConfigError(f"resume: the replay buffer of checkpoint {path} keeps {'' if kept else 'no '}label rows, "
-                              f"and this run would {'not ' if kept else ''}add them; resume it with --set "
-                              f"buffer.keep_labels={str(kept).lower()}")
         try:
             self.load_state_dict(state)
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:
