@@ -1,7 +1,7 @@
 """The ``ebm`` command: train a model from a preset, sample from a checkpoint, print a config.
 
     ebm train --preset demo                       # train on the embedded shapes, write samples/plots/checkpoint
-    ebm train --preset demo --set loss.w_ent=0.3 --set sampler.steps=20
+    ebm train --preset demo --set optim.lr=1e-3 --set sampler.steps=20
     ebm train --config my.yaml --resume runs/x/checkpoints/step_0001000.pt
     ebm sample runs/demo/<time>/checkpoints/step_0001000.pt --num 64 --out grid.png
     ebm config --preset cifar10 > cifar10.yaml    # every field, to edit and pass back with --config
