@@ -99,14 +99,16 @@ def test_digits_preset_trains_a_greyscale_model(tmp_path):
 
 
 def test_demo_preset_is_shapes_conditioned_on_shape_colour_and_size():
-    """The demo (docs/demo-tuning.md, rules 39 and 43) departs from the unconditional shapes preset in exactly these
+    """The demo (docs/demo-tuning.md, rules 39, 43 and 44) departs from the unconditional shapes preset in exactly these
     fields: E(x | shape, colour, size) without the unary term or the entropy term, longer, and generated in fewer
-    rounds with crops that zoom out as often as in while training keeps the shapes preset's zoom-in crops."""
+    rounds and settle rounds with crops that zoom out as often as in while training keeps the shapes preset's
+    zoom-in crops."""
     demo, shapes = get_preset("demo").flat(), get_preset("shapes").flat()
     changed = {k: (shapes[k], demo[k]) for k in demo if demo[k] != shapes[k]}
     assert changed == {"preset": ("shapes", "demo"), "train.run_dir": ("runs/shapes", "runs/demo"),
                        "data.labels": ([], ["shape", "colour", "size"]), "model.num_classes": ([], [3, 6, 3]),
                        "model.unary_width": (32, 0), "train.iterations": (1700, 2900), "loss.use_ent": (True, False),
-                       "generate.crop_scale": (None, [0.5, 2.0]), "generate.rounds": (9, 6)}
+                       "generate.crop_scale": (None, [0.5, 2.0]), "generate.rounds": (9, 6),
+                       "generate.settle_rounds": (3, 1)}
     assert demo["augment.crop_scale"] == [0.6, 1.0]
     assert get_preset("digits").model.num_classes == () and get_preset("digits").generate.crop_scale is None
