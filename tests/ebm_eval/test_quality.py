@@ -12,8 +12,8 @@ from ebm_core.config import DataConfig
 from ebm_core.data import load_dataset
 from ebm_core.data.shapes import make_shapes
 from ebm_eval.features import dataset_extractor
-from ebm_eval.quality import (class_entropy, colour_distance, colour_histogram, held_out_quality, precision_recall,
-                              quality, real_subset, recognised, shape_agreement)
+from ebm_eval.quality import (HELD_OUT_SPLITS, class_entropy, colour_distance, colour_histogram, held_out_quality,
+                              precision_recall, quality, real_subset, recognised, shape_agreement)
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +124,21 @@ def test_real_images_score_as_real_and_noise_as_noise(shapes_judge):
     assert noise["eval/fid_domain"] > 10 * real["real/fid_domain"]
 
 
+def test_the_real_yardstick_is_the_mean_over_held_out_splits(shapes_judge):
+    """One split's figures are a draw (colour distance 0.009-0.028 over 20 splits of 256): the yardstick is the mean
+    of ``splits`` seeded subsets of the test split, each figure averaged on its own."""
+    cfg = DataConfig(name="shapes", resolution=16, num_train=1_000)
+    ref, test = real_subset(load_dataset(cfg)), load_dataset(cfg, split="test")
+    each = [quality(shapes_judge, real_subset(test, 64, seed=s), ref, dataset="shapes") for s in (1, 2, 3)]
+    real = held_out_quality(shapes_judge, ref, test, 64, dataset="shapes", splits=3)
+    for key in ("colour_distance", "fid_domain", "recognisability", "precision"):
+        assert real[f"real/{key}"] == pytest.approx(sum(q[f"eval/{key}"] for q in each) / 3, rel=1e-9)
+    assert len({q["eval/colour_distance"] for q in each}) == 3  # the splits differ
+    assert HELD_OUT_SPLITS == 8
+    assert held_out_quality(shapes_judge, ref, test, 64, dataset="shapes") == pytest.approx(
+        held_out_quality(shapes_judge, ref, test, 64, dataset="shapes", splits=HELD_OUT_SPLITS))
+
+
 def test_a_conditional_model_gets_its_quality_figures(shapes_judge, tmp_path):
     """quick_quality (end of run, sweeps) samples a conditional model with the data's labels; its figures and the
     real split's come back like an unconditional model's, and ebm eval's quality and FID do the same."""
@@ -138,6 +153,21 @@ def test_a_conditional_model_gets_its_quality_figures(shapes_judge, tmp_path):
     trainer.step()
     figures = quick_quality(trainer, n=16)
     assert {"eval/recognisability", "eval/colour_distance", "eval/fid_domain", "real/recognisability"} <= set(figures)
+    assert figures["eval/quality_draws"] == 1.0
+    # with draws, each figure is the mean over that many independent draws of n samples
+    from ebm_core.pipeline import generate
+    from ebm_eval.quality import real_subset as subset
+
+    torch.manual_seed(7)
+    averaged = quick_quality(trainer, n=16, draws=3)
+    torch.manual_seed(7)
+    judge, ref = dataset_extractor(cfg.data), subset(trainer.data)  # as quick_quality, which builds its judge first
+    each = [quality(judge, generate(trainer.ema.module, cfg, num_samples=16, labels_from=trainer.data), ref,
+                    dataset="shapes") for _ in range(3)]
+    assert len({q["eval/colour_distance"] for q in each}) == 3
+    for key in ("eval/colour_distance", "eval/fid_domain", "eval/recognisability"):
+        assert averaged[key] == pytest.approx(sum(q[key] for q in each) / 3, rel=1e-9)
+    assert averaged["eval/quality_draws"] == 3.0
     assert figures["judge/accuracy/shape"] == shapes_judge.accuracies["shape"]  # the full judge, not a 2-label one
     res = evaluate_model(trainer.ema.module, cfg, ["fid", "quality"], out=tmp_path / "eval", num_samples=16,
                          batch_size=8, device="cpu", log=lambda _: None)

@@ -101,8 +101,9 @@ def test_resume_run_continues_the_job_behind_an_mlflow_run(ray_local, tmp_path, 
     assert main(["--resume-run", first.run_id, "--iterations", "6", "--set", f"jobs.tracking_uri={uri}"]) == 0
     out = capsys.readouterr().out
     assert f"MLflow run {first.run_id}" in out  # the same run, continued
-    # the final EMA model's quality figures beside a held-out real split: printed, in quality.json and in MLflow
-    assert "quality of 32 EMA samples beside 32 held-out real images" in out and "'shape': 1.0" in out
+    # the final EMA model's quality figures beside held-out real splits: printed, in quality.json and in MLflow
+    assert "quality of 1 draw of 32 EMA samples beside 8 held-out real splits of 32 images" in out, out
+    assert "'shape': 1.0" in out
     assert re.search(r"recognisability +\d\.\d{3} +1\.000", out), out
     quality = json.loads((tmp_path / "run" / "quality.json").read_text())
     logged = MlflowClient(uri).get_run(first.run_id).data.metrics

@@ -275,10 +275,13 @@ class JobsConfig:
     system_metrics: bool = True  # MLflow's CPU, memory, disk, network and GPU metrics of the logging worker
     model_name: str | None = None  # the registered MLflow model; None: ebm-<preset>-<dataset>
     quality_samples: int = 256  # EMA samples judged at the end of a run and at sweep reports (ebm_eval.quality); 0: none
+    quality_draws: int = 1  # draws of quality_samples whose figures are averaged (one draw is noisy: docs/demo-tuning.md)
 
     def __post_init__(self) -> None:
         _check(isinstance(self.quality_samples, int) and (self.quality_samples == 0 or self.quality_samples >= 16),
                "jobs.quality_samples", "0 (none) or an int >= 16", self.quality_samples)
+        _check(isinstance(self.quality_draws, int) and self.quality_draws >= 1, "jobs.quality_draws", "an int >= 1",
+               self.quality_draws)
         for name in ("num_workers", "cpus_per_worker"):
             _check(isinstance(getattr(self, name), int) and getattr(self, name) >= 1, f"jobs.{name}", "an int >= 1", getattr(self, name))
         _check(isinstance(self.max_failures, int) and self.max_failures >= -1, "jobs.max_failures", "an int >= -1 (-1: unlimited)", self.max_failures)

@@ -6,8 +6,8 @@ images' content hash), torch-fidelity's FID Inception when its weights file is p
 samples are allowed; FID is then biased upward (3 424 against a true 266 for 500 samples of two
 2048-d Gaussians), so a warning is printed and kept with the result, and KID, unbiased at any
 count, stands beside it. ``quality`` judges the first 1 000 samples with the dataset's own classifier
-(``ebm_eval.quality``: recognisability, colour distance, precision/recall) beside a held-out real split of
-the same size. Plain inputs (a model file, or a model and its config) and a typed result;
+(``ebm_eval.quality``: recognisability, colour distance, precision/recall) beside held-out real splits of
+the same size (their mean). Plain inputs (a model file, or a model and its config) and a typed result;
 tables as Markdown and JSON and sample grids as PNG under ``out``. Where models come from (MLflow
 URIs) and where results go back to is the jobs layer's business (``ebm_jobs.evaluate``).
 """
@@ -173,7 +173,7 @@ def evaluate_model(model: nn.Module, cfg: Config, metrics: list[str], *, out: Pa
             results[f"eval/is{sfx}"], results[f"eval/is{sfx}_std"] = inception_score(probs, splits=IS_SPLITS)
 
     if "quality" in metrics:
-        from .quality import held_out_quality, quality, real_subset, summary_lines
+        from .quality import HELD_OUT_SPLITS, held_out_quality, quality, real_subset, summary_lines
 
         ref_images = real_subset(train)
         figures = {k: v for k, v in {**quality(judge, kept, ref_images, dataset=cfg.data.name),
@@ -181,7 +181,8 @@ def evaluate_model(model: nn.Module, cfg: Config, metrics: list[str], *, out: Pa
                    if not k.endswith("/fid_domain")}  # FID is the fid metric's, from every sample
         results.update(figures)
         results.update({f"judge/accuracy/{k}": v for k, v in judge.accuracies.items()})
-        log(f"quality of {len(kept)} samples beside {len(kept)} held-out real images, by the {cfg.data.name} judge "
+        log(f"quality of {len(kept)} samples beside {len(kept)} held-out real images (mean of {HELD_OUT_SPLITS} "
+            f"splits), by the {cfg.data.name} judge "
             f"(test accuracy {judge.accuracies}):\n" + "\n".join(summary_lines(figures)))
 
     if "ood" in metrics:

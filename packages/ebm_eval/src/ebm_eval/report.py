@@ -26,6 +26,7 @@ from ebm_core.config import Config  # noqa: E402
 from ebm_core.recipes import FIG8, TABLE2, Scale, Variant  # noqa: E402
 
 from .evaluations import Evaluations, RunResult, runs_of  # noqa: E402
+from .quality import HELD_OUT_SPLITS  # noqa: E402
 
 WARMUP = 0.2  # Fig. 8's spike measure ignores the first 20 % of iterations
 RATIO_FLOOR = 0.05  # Fig. 9: "non-negligible" means grad_norm/kl >= 5 % of grad_norm/cd here
@@ -485,8 +486,8 @@ day of GPU training are not expected to show; an inconclusive verdict says exact
 ## 1. Ablation (Table 2)
 
 FID-domain and the quality figures of `ebm_eval.quality` ({config.jobs.quality_samples} EMA samples per run against 1 000
-training images, by the shapes judge: test accuracy {ev.domain_classifier_accuracy}); the last row is a
-held-out real split of the same size measured the same way.
+training images, by the shapes judge: test accuracy {ev.domain_classifier_accuracy}); the last row is the
+mean of {HELD_OUT_SPLITS} held-out real splits of the same size measured the same way.
 
 {md['table2']}
 

@@ -49,7 +49,7 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
                                                   "or models:/<name>@<alias> (latest, best)")
     p.add_argument("--metrics", default="fid,is,quality,ood",
                    help="comma-separated, from fid,is,quality,ood,comp (quality: recognisability, colour distance, "
-                        "precision/recall by the dataset's judge, beside a held-out real split)")
+                        "precision/recall by the dataset's judge, beside held-out real splits)")
     p.add_argument("--out", help="output directory (default: runs/eval/<date-time>)")
     p.add_argument("--num-samples", type=int, default=50_000,
                    help="generated samples for FID, KID and IS (default: the paper's 50 000; fewer is allowed, with a "

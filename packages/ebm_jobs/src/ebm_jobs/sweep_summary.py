@@ -29,7 +29,7 @@ FIGURES = ("fid_domain", "recognisability", "classes_present", "colour_distance"
 
 def summary_table(rows: list[dict[str, Any]]) -> str:
     """One line per trial (overrides, final energy/diff, stability, quality figures), then the held-out real
-    split's figures as the yardstick."""
+    splits' figures (their mean) as the yardstick."""
     figs = [f for f in FIGURES if any(f"eval/{f}" in r for r in rows)]
     cell = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
     row = lambda cells: "| " + " | ".join(cells) + " |"  # noqa: E731  (no empty column when there are no figures)

@@ -233,8 +233,11 @@ def main(argv: list[str] | None = None) -> int:
     if result.quality:
         from ebm_eval.quality import summary_lines
 
-        n = result.quality.get("eval/num_samples", 0)
-        print(f"ebm_jobs.train: quality of {n:.0f} EMA samples beside {n:.0f} held-out real images (ebm_eval.quality); "
+        from ebm_eval.quality import HELD_OUT_SPLITS
+
+        n, draws = result.quality.get("eval/num_samples", 0), result.quality.get("eval/quality_draws", 1)
+        print(f"ebm_jobs.train: quality of {draws:.0f} draw{'s' * (draws != 1)} of {n:.0f} EMA samples beside "
+              f"{HELD_OUT_SPLITS} held-out real splits of {n:.0f} images, the means of each (ebm_eval.quality); "
               f"judge test accuracy {judge_accuracy(result.quality)}")
         for line in summary_lines(result.quality):
             print(f"ebm_jobs.train:   {line}")
