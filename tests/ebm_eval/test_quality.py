@@ -156,12 +156,11 @@ def test_a_conditional_model_gets_its_quality_figures(shapes_judge, tmp_path):
     assert figures["eval/quality_draws"] == 1.0
     # with draws, each figure is the mean over that many independent draws of n samples
     from ebm_core.pipeline import generate
-    from ebm_eval.quality import real_subset as subset
 
     torch.manual_seed(7)
     averaged = quick_quality(trainer, n=16, draws=3)
     torch.manual_seed(7)
-    judge, ref = dataset_extractor(cfg.data), subset(trainer.data)  # as quick_quality, which builds its judge first
+    judge, ref = dataset_extractor(cfg.data), real_subset(trainer.data)  # as quick_quality, which builds its judge first
     each = [quality(judge, generate(trainer.ema.module, cfg, num_samples=16, labels_from=trainer.data), ref,
                     dataset="shapes") for _ in range(3)]
     assert len({q["eval/colour_distance"] for q in each}) == 3

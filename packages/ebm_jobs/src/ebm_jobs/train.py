@@ -231,9 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     print(f"ebm_jobs.train: final energy/diff {result.metrics.get('energy/diff'):.4f} at step {result.metrics.get('step')}")
     if result.quality:
-        from ebm_eval.quality import summary_lines
-
-        from ebm_eval.quality import HELD_OUT_SPLITS
+        from ebm_eval.quality import HELD_OUT_SPLITS, summary_lines
 
         n, draws = result.quality.get("eval/num_samples", 0), result.quality.get("eval/quality_draws", 1)
         print(f"ebm_jobs.train: quality of {draws:.0f} draw{'s' * (draws != 1)} of {n:.0f} EMA samples beside "
