@@ -100,7 +100,7 @@ def test_digits_preset_trains_a_greyscale_model(tmp_path):
 
 
 def test_demo_preset_is_shapes_conditioned_on_shape_colour_and_size():
-    """The demo (docs/demo-tuning.md, rules 39, 43, 44 and 47) departs from the unconditional shapes preset in exactly these
+    """The demo (docs/demo-tuning.md, rules 39, 43, 44, 47 and 48) departs from the unconditional shapes preset in exactly these
     fields: E(x | shape, colour, size) without the unary term or the entropy term, longer, and generated in fewer
     rounds and settle rounds and a shorter step, with crops that zoom out as often as in while training keeps the
     shapes preset's zoom-in crops; its closing quality figures are the means over 4 draws (twenty-seventh round)."""
@@ -110,6 +110,6 @@ def test_demo_preset_is_shapes_conditioned_on_shape_colour_and_size():
                        "data.labels": ([], ["shape", "colour", "size"]), "model.num_classes": ([], [3, 6, 3]),
                        "model.unary_width": (32, 0), "train.iterations": (1700, 2900), "loss.use_ent": (True, False),
                        "generate.crop_scale": (None, [0.5, 2.0]), "generate.rounds": (9, 6),
-                       "generate.settle_rounds": (3, 1), "generate.step_size": (5.0, 3.5), "jobs.quality_draws": (1, 4)}
+                       "generate.settle_rounds": (3, 1), "generate.step_size": (5.0, 3.0), "jobs.quality_draws": (1, 4)}
     assert demo["augment.crop_scale"] == [0.6, 1.0]
     assert get_preset("digits").model.num_classes == () and get_preset("digits").generate.crop_scale is None
