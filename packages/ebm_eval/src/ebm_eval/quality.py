@@ -156,6 +156,8 @@ def held_out_quality(judge: DomainExtractor, reference: Tensor, test: ImageSet, 
     perfect model would score with this many samples, estimated as the mean over ``splits`` seeded subsets, since
     one subset's figures are themselves a draw (docs/demo-tuning.md, twenty-seventh round). Keys are
     ``real/<figure>``."""
+    if n >= len(test):
+        splits = 1  # every subset is the whole test split (ebm eval's 1 000 samples): one pass, not eight equal ones
     figures = mean_figures([quality(judge, real_subset(test, n, seed=s), reference, dataset=dataset)
                             for s in range(1, splits + 1)])
     return {key.replace("eval/", "real/", 1): v for key, v in figures.items()}
